@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import os
 import secrets
-import subprocess
-import sys
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +25,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.cli.infra import embedded_postgres, free_port, tansu_broker
+from services.cli.infra import embedded_postgres, tansu_broker
+from services.cli.stack import HubStack, PartnerAccount
 from services.cli.synthetic import Generator, SyntheticEvent, municipality_name
 from services.ingest.models import MODELS
 from services.ingest.records import build_record
 from services.matcher.engine import Engine, empty_state
 from services.matcher.facts import Fact
 from services.matcher.rules import BASELINE_RULES
-from services.shared.config import DatabaseSettings, HubSettings, PseudonymSettings
-from services.shared.db.migrate import upgrade
+from services.shared.config import PseudonymSettings
 from services.shared.events import FAMILIES
 from services.shared.identity import Pseudonymiser
-from services.shared.topics import create_topics
 
 SEND_CONCURRENCY = 24
 ALERT_WAIT_S = 300.0
@@ -69,40 +63,6 @@ def expected_alerts(
         for alert in engine.apply(household, state, fact).alerts:
             alerts[alert["alert_id"]] = alert
     return alerts
-
-
-@contextmanager
-def _service(name: str, env: dict[str, str], port: int, logdir: Path) -> Iterator[str]:
-    log = logdir / f"{name}.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "run", name],
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                tail = log.read_text(errors="replace")[-4000:]
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not become ready; see {log}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 async def _send(
@@ -167,58 +127,42 @@ def run_demo(
     keys = {p.partner_id: secrets.token_urlsafe(24) for p in generator.partners}
     pseudonym_secret = secrets.token_urlsafe(32)
 
-    with ExitStack() as stack:
+    with ExitStack() as exit_stack:
         if kafka is None:
             console.print("starting the embedded Kafka-compatible broker (Tansu)")
-            kafka = stack.enter_context(tansu_broker())
-            idempotent = "false"
+            kafka = exit_stack.enter_context(tansu_broker())
+            idempotent = False
         else:
-            idempotent = "true"
+            idempotent = True
         if database_url is None:
             console.print("starting embedded PostgreSQL")
-            database_url = stack.enter_context(embedded_postgres())
+            database_url = exit_stack.enter_context(embedded_postgres())
         # Service logs stay behind in .hub/demo/ for a look after the run.
         workdir = Path(".hub") / "demo"
         shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
-        topic_prefix = f"demo{seed}x{int(time.time())}"
-        ports = {"ingest": free_port(), "matcher": free_port(), "notifier": free_port()}
-        env = {
-            **os.environ,
-            "HUB_KAFKA_BOOTSTRAP": kafka,
-            "HUB_KAFKA_IDEMPOTENT_PRODUCER": idempotent,
-            "HUB_TOPIC_PREFIX": topic_prefix,
-            "HUB_DATABASE_URL": database_url,
-            "HUB_PSEUDONYM_SECRET": pseudonym_secret,
-            "HUB_INGEST_PORT": str(ports["ingest"]),
-            "HUB_MATCHER_PORT": str(ports["matcher"]),
-            "HUB_MATCHER_APP_ID": f"{topic_prefix}-matcher",
-            "HUB_MATCHER_DATA_DIR": str(workdir.resolve() / "matcher"),
-            "HUB_NOTIFIER_PORT": str(ports["notifier"]),
-            "HUB_NOTIFIER_GROUP_ID": f"{topic_prefix}-notifier",
-            "HUB_LOG_JSON": "true",
-            "HUB_LOG_LEVEL": "WARNING",
-            "HUB_INGEST_PARTNERS": json.dumps(
-                [
-                    {
-                        "partner_id": p.partner_id,
-                        "partner_type": p.partner_type,
-                        "api_key": keys[p.partner_id],
-                        "event_types": list(p.event_types),
-                        "may_send_bsn": p.may_send_bsn,
-                    }
-                    for p in generator.partners
-                ]
-            ),
-        }
-        hub = HubSettings(kafka_bootstrap=kafka, topic_prefix=topic_prefix)
-        upgrade(DatabaseSettings(database_url=database_url))
-        asyncio.run(create_topics(hub))
         console.print("starting ingest, matcher and notifier")
-        ingest = stack.enter_context(_service("ingest", env, ports["ingest"], workdir))
-        stack.enter_context(_service("matcher", env, ports["matcher"], workdir))
-        notifier = stack.enter_context(_service("notifier", env, ports["notifier"], workdir))
-
+        stack = exit_stack.enter_context(
+            HubStack(
+                kafka=kafka,
+                database_url=database_url,
+                partners=[
+                    PartnerAccount(
+                        p.partner_id,
+                        p.partner_type,
+                        keys[p.partner_id],
+                        tuple(p.event_types),
+                        p.may_send_bsn,
+                    )
+                    for p in generator.partners
+                ],
+                pseudonym_secret=pseudonym_secret,
+                topic_prefix=f"demo{seed}x{int(time.time())}",
+                workdir=workdir,
+                idempotent_producer=idempotent,
+                team_token=secrets.token_urlsafe(24),
+            )
+        )
+        ingest, notifier = stack.url("ingest"), stack.url("notifier")
         pseudonyms = Pseudonymiser(PseudonymSettings(pseudonym_secret=pseudonym_secret))
         expected = expected_alerts(events, pseudonyms)
         columns = (

@@ -19,7 +19,7 @@ from services.shared.avro import AvroCodec
 from services.shared.errors import DecodeError
 from services.shared.events import ALERT_SCHEMA_NAME, BY_SCHEMA_NAME, EventType
 from services.shared.logging import get_logger
-from services.shared.topics import alerts_topic, deadletter_topic, source_topic
+from services.shared.topics import HOUSEHOLDS_TABLE, alerts_topic, deadletter_topic, source_topic
 
 log = get_logger("hub.matcher")
 
@@ -56,7 +56,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
         deadletter_topic(settings), key_serializer="raw", value_serializer="raw"
     )
     households = app.Table(
-        "households",
+        HOUSEHOLDS_TABLE,
         default=None,
         schema=faust.Schema(key_serializer="raw", value_serializer="json"),
         partitions=settings.topic_partitions,
@@ -150,6 +150,9 @@ def create_app(settings: MatcherSettings) -> faust.App:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp refuses a charset inside content_type, so the header is set directly.
+            return self.bytes(
+                generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
 
     return app

@@ -26,7 +26,14 @@ _DOMAIN_NL: Final = {
 
 @cache
 def _dutch_holidays(year: int) -> holidays.HolidayBase:
-    return holidays.country_holidays("NL", years=year)
+    """Public holidays as the Algemene termijnenwet counts them for deadlines.
+
+    The `holidays` package has the national list with Good Friday (which the Termijnenwet
+    treats as a holiday) but 5 May only in lustrum years; the Termijnenwet counts it yearly.
+    """
+    days = holidays.country_holidays("NL", years=year)
+    days[dt.date(year, 5, 5)] = "Bevrijdingsdag"
+    return days
 
 
 def is_working_day(day: dt.date) -> bool:

@@ -8,7 +8,6 @@ from services.shared.config import HubSettings
 
 
 class MatcherSettings(HubSettings):
-    matcher_app_id: str = "hub-matcher"
     matcher_host: str = "127.0.0.1"
     matcher_port: int = Field(8002, ge=1, le=65535)
     #: Where Faust keeps table state locally; the changelog topic is the real copy.

@@ -25,6 +25,8 @@ class HubSettings(BaseSettings):
     #: The embedded Tansu broker does not support idempotent producers; Apache Kafka does.
     kafka_idempotent_producer: bool = True
     topic_prefix: str = "hub"
+    #: Faust app id of the matcher: its consumer group and the prefix of its changelog topics.
+    matcher_app_id: str = "hub-matcher"
     topic_partitions: int = Field(4, ge=1)
     topic_replication: int = Field(1, ge=1)
     schemas_dir: Path = DEFAULT_SCHEMAS_DIR

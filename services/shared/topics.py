@@ -6,6 +6,7 @@ share one partition count, so the matcher's per-household table needs no reparti
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,6 +42,14 @@ def deadletter_topic(settings: HubSettings) -> str:
     return f"{settings.topic_prefix}.{DEADLETTER}"
 
 
+HOUSEHOLDS_TABLE: Final = "households"
+
+
+def changelog_topic(settings: HubSettings, table: str = HOUSEHOLDS_TABLE) -> str:
+    """Faust's name for a table's changelog; created here so the broker never auto-creates."""
+    return f"{settings.matcher_app_id}-{table}-changelog"
+
+
 def topic_specs(settings: HubSettings) -> list[TopicSpec]:
     keep_forever = {"retention.ms": "-1", "cleanup.policy": "delete"}
     specs = [
@@ -62,6 +71,15 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
     )
     specs.append(
         TopicSpec(
+            changelog_topic(settings),
+            settings.topic_partitions,
+            # Compacted only: faust-streaming mishandles `compact,delete` changelogs.
+            {"cleanup.policy": "compact"},
+            "matcher state per household (Faust table changelog), key = household pseudonym",
+        )
+    )
+    specs.append(
+        TopicSpec(
             deadletter_topic(settings),
             1,
             {"retention.ms": str(30 * 24 * 3600 * 1000), "cleanup.policy": "delete"},
@@ -79,7 +97,8 @@ async def create_topics(settings: HubSettings) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [s for s in topic_specs(settings) if s.name not in existing]
         if missing:
-            try:
+            with suppress(TopicAlreadyExistsError):
+                # Another process may create them between list and create.
                 await admin.create_topics(
                     [
                         NewTopic(
@@ -91,8 +110,6 @@ async def create_topics(settings: HubSettings) -> list[str]:
                         for s in missing
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created them between list and create
         return [s.name for s in missing]
     finally:
         await admin.close()
