@@ -58,7 +58,8 @@ def create_app(settings: MatcherSettings) -> faust.App:
     households = app.Table(
         HOUSEHOLDS_TABLE,
         default=None,
-        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+        # JSON keys and values: faust-streaming's changelog recovery ignores a table's schema
+        # and decodes with the default (JSON) serializers.
         partitions=settings.topic_partitions,
     )
 
@@ -99,20 +100,19 @@ def create_app(settings: MatcherSettings) -> faust.App:
             await dead_letter(event, "key-mismatch", "record key is not the household_id")
             return
         fact = Fact.from_event(schema_name, record)
-        key = household_id.encode()
-        state = households.get(key) or empty_state()
+        state = households.get(household_id) or empty_state()
         outcome = engine.apply(household_id, state, fact)
         if outcome.duplicate:
             metrics.EVENTS_DUPLICATE.labels(fact.event_type).inc()
         else:
-            households[key] = state
+            households[household_id] = state
             metrics.EVENTS_PROCESSED.labels(fact.event_type).inc()
         for rule_id in outcome.raised:
             metrics.ALERTS_RAISED.labels(rule_id).inc()
         for rule_id in outcome.escalated:
             metrics.ALERTS_ESCALATED.labels(rule_id).inc()
         for alert in outcome.alerts:
-            await alerts.send(key=key, value=codec.encode(ALERT_SCHEMA_NAME, alert))
+            await alerts.send(key=event.key, value=codec.encode(ALERT_SCHEMA_NAME, alert))
 
     @app.agent(sources, concurrency=1)
     async def correlate(stream: faust.StreamT[Any]) -> None:
