@@ -220,5 +220,6 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(events, rules, places)
     console.print(
         f"{summary['alerts_total']} alerts from {summary['events_total']} events in "
-        f"{summary['elapsed_seconds']} s ({summary['events_per_second_ingested']} events/s through ingest)"
+        f"{summary['elapsed_seconds']} s "
+        f"({summary['events_per_second_ingested']} events/s through ingest)"
     )

@@ -2,7 +2,8 @@
 
 The state is a JSON-ready dict (it lives in a Faust table):
 
-    {"events": {event_id: fact}, "alerts": {rule_id: {"episode", "version", "event_ids", "raised_on"}}}
+    {"events": {event_id: fact},
+     "alerts": {rule_id: {"episode", "version", "event_ids", "raised_on"}}}
 
 An alert's contributing events only grow while it is open, so its final content does not
 depend on the order the events arrived in; each growth is a new version (an escalation).

@@ -1,1 +1,1 @@
-"""What all three services share: settings, events and their Avro codec, topics, identity, database."""
+"""What all three services share: settings, events, the Avro codec, topics, identity, database."""

@@ -1,4 +1,4 @@
-"""The four event families partners publish, and where each lives: schema, topic, domain, event time."""
+"""The four event families partners publish: their schema, domain and event-time field."""
 
 from __future__ import annotations
 

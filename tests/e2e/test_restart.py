@@ -42,9 +42,16 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     stack = HubStack(
         kafka=kafka_bootstrap,
         database_url=database_url,
-        partners=[PartnerAccount(p.partner_id, p.partner_type, keys[p.partner_id],
-                                 tuple(p.event_types), p.may_send_bsn)
-                  for p in generator.partners],
+        partners=[
+            PartnerAccount(
+                p.partner_id,
+                p.partner_type,
+                keys[p.partner_id],
+                tuple(p.event_types),
+                p.may_send_bsn,
+            )
+            for p in generator.partners
+        ],
         pseudonym_secret=secret,
         topic_prefix=f"restart{abs(hash(tmp_path.name)) % 10**8}",
         workdir=tmp_path,
@@ -56,11 +63,13 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     from tests.integration.fixtures import _query
 
     def stored() -> set[tuple[str, str]]:
-        rows = asyncio.run(_query(
-            database_url,
-            "select alert_id, event_id from alert_contributions where alert_id = any(:ids)",
-            {"ids": list(expected)},
-        ))
+        rows = asyncio.run(
+            _query(
+                database_url,
+                "select alert_id, event_id from alert_contributions where alert_id = any(:ids)",
+                {"ids": list(expected)},
+            )
+        )
         return {(r[0], r[1]) for r in rows}
 
     with stack:
@@ -72,18 +81,22 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
         stack.start("matcher")
         wait_for(lambda: stored() == want or None, "every expected contribution", timeout=180)
 
-    rows = asyncio.run(_query(
-        database_url,
-        "select alert_id, rule_id from alerts where alert_id = any(:ids)",
-        {"ids": list(expected)},
-    ))
+    rows = asyncio.run(
+        _query(
+            database_url,
+            "select alert_id, rule_id from alerts where alert_id = any(:ids)",
+            {"ids": list(expected)},
+        )
+    )
     assert len(rows) == len(expected)
     assert {r[0]: r[1] for r in rows} == {a: x["rule_id"] for a, x in expected.items()}
     # Nothing beyond the expected alerts for these households.
     households = list({x["household_id"] for x in expected.values()})
-    extra = asyncio.run(_query(
-        database_url,
-        "select count(*) from alerts where household_id = any(:h) and not alert_id = any(:ids)",
-        {"h": households, "ids": list(expected)},
-    ))
+    extra = asyncio.run(
+        _query(
+            database_url,
+            "select count(*) from alerts where household_id = any(:h) and not alert_id = any(:ids)",
+            {"h": households, "ids": list(expected)},
+        )
+    )
     assert extra == [(0,)]

@@ -39,7 +39,7 @@ def test_two_creditors_become_one_twente_match_alert(hub: Hub) -> None:
     event_ids = {first.json()["event_id"], second.json()["event_id"]}
 
     rows = wait_for(lambda: alerts_of(hub, second.json()["event_id"]), "the twente-match alert")
-    (alert_id, rule_id, version, municipality, deadline) = rows[0]
+    (alert_id, rule_id, _version, municipality, deadline) = rows[0]
     assert rule_id == "twente-match"
     assert municipality == "GM0153"
     assert str(deadline) == "2025-05-13"  # 4 weeks after the signal that made the match
@@ -158,8 +158,11 @@ def test_partner_may_only_publish_its_own_types_and_bsn_rights(hub: Hub) -> None
 def test_every_service_reports_health_readiness_and_metrics(hub: Hub) -> None:
     address = new_address()
     hub.post("debt-signal", debt_signal(address, "2025-05-01"), "key-huur")
-    hub.post("debt-signal", debt_signal(address, "2025-05-02", creditor_name="Energie 01",
-                                        creditor_type="ENERGIE"), "key-energie")
+    hub.post(
+        "debt-signal",
+        debt_signal(address, "2025-05-02", creditor_name="Energie 01", creditor_type="ENERGIE"),
+        "key-energie",
+    )
     hub.post("debt-signal", debt_signal(address, "2025-05-03", amount_eur=-1), "key-huur")
     stored = 'hub_notifier_alerts_stored_total{rule="twente-match"}'
     wait_for(

