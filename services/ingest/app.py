@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, FastAPI, HTTPException, Request, status
@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from services.ingest import metrics
-from services.ingest.models import MODELS
+from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.records import build_record
 from services.ingest.settings import IngestSettings, PartnerKey
 from services.shared.avro import AvroCodec
@@ -152,9 +152,10 @@ def _add_event_route(
     topic = source_topic(settings, event_type)
 
     async def publish(
-        event: model,  # type: ignore[valid-type]
+        body: model,  # type: ignore[valid-type]
         partner: Annotated[PartnerKey, Depends(authenticated)],
     ) -> JSONResponse:
+        event = cast(PartnerEvent, body)  # FastAPI validated it as this type's model
         if event_type not in partner.event_types:
             metrics.EVENTS_REJECTED.labels(event_type.value, "forbidden-type").inc()
             raise HTTPException(

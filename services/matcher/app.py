@@ -63,7 +63,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
         partitions=settings.topic_partitions,
     )
 
-    async def dead_letter(event: faust.EventT, reason: str, detail: str) -> None:
+    async def dead_letter(event: faust.EventT[Any], reason: str, detail: str) -> None:
         message = event.message
         metrics.DEADLETTERED.labels(reason).inc()
         log.warning(
@@ -86,7 +86,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
             },
         )
 
-    async def handle(event: faust.EventT) -> None:
+    async def handle(event: faust.EventT[Any]) -> None:
         try:
             schema_name, record = codec.decode(event.value)
         except DecodeError as exc:
@@ -139,7 +139,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
     @app.page("/readyz")
     class Readyz(View):
         async def get(self, request: Request) -> Response:
-            recovered = app.tables.recovery.completed.is_set()
+            recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
             if app.rebalancing or not recovered:
                 return self.json(
                     {"status": "not ready", "problems": {"tables": "recovering or rebalancing"}},
