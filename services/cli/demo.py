@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.cli.infra import embedded_postgres, tansu_broker
-from services.cli.stack import HubStack, PartnerAccount
+from services.cli.stack import HubStack, accounts
 from services.cli.synthetic import Generator, SyntheticEvent, municipality_name
 from services.ingest.models import MODELS
 from services.ingest.records import build_record
@@ -145,16 +145,7 @@ def run_demo(
             HubStack(
                 kafka=kafka,
                 database_url=database_url,
-                partners=[
-                    PartnerAccount(
-                        p.partner_id,
-                        p.partner_type,
-                        keys[p.partner_id],
-                        tuple(p.event_types),
-                        p.may_send_bsn,
-                    )
-                    for p in generator.partners
-                ],
+                partners=accounts(generator.partners, keys),
                 pseudonym_secret=pseudonym_secret,
                 topic_prefix=f"demo{seed}x{int(time.time())}",
                 workdir=workdir,

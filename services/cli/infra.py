@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import shutil
 import socket
@@ -69,6 +70,8 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0) -> None:
         finally:
             await admin.close()
 
+    # While the broker starts, aiokafka logs every refused connection at ERROR; that is expected.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from services.shared.config import DatabaseSettings, HubSettings
 from services.shared.logging import configure_logging
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(help="Twente household signal hub.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics of the hub.", no_args_is_help=True)
@@ -44,34 +47,35 @@ def run(service: Service) -> None:
         worker.execute_from_commandline()
         return
 
-    import uvicorn
-
     if service is Service.ingest:
         from services.ingest.app import create_app as create_ingest
         from services.ingest.settings import IngestSettings
 
         ingest_settings = IngestSettings()
-        configure_logging(json=ingest_settings.log_json, level=ingest_settings.log_level)
-        uvicorn.run(
+        _serve(
+            ingest_settings,
             create_ingest(ingest_settings),
-            host=ingest_settings.ingest_host,
-            port=ingest_settings.ingest_port,
-            log_level="warning",
-            access_log=False,
+            ingest_settings.ingest_host,
+            ingest_settings.ingest_port,
         )
     else:
         from services.notifier.api import create_app as create_notifier
         from services.notifier.settings import NotifierSettings
 
         notifier_settings = NotifierSettings()
-        configure_logging(json=notifier_settings.log_json, level=notifier_settings.log_level)
-        uvicorn.run(
+        _serve(
+            notifier_settings,
             create_notifier(notifier_settings),
-            host=notifier_settings.notifier_host,
-            port=notifier_settings.notifier_port,
-            log_level="warning",
-            access_log=False,
+            notifier_settings.notifier_host,
+            notifier_settings.notifier_port,
         )
+
+
+def _serve(settings: HubSettings, asgi_app: FastAPI, host: str, port: int) -> None:
+    import uvicorn
+
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    uvicorn.run(asgi_app, host=host, port=port, log_level="warning", access_log=False)
 
 
 @topics_app.command("create")

@@ -14,10 +14,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 
@@ -37,6 +38,16 @@ class PartnerAccount:
     api_key: str
     event_types: tuple[str, ...]
     may_send_bsn: bool = False
+
+
+def accounts(partners: Iterable[Any], keys: dict[str, str]) -> list[PartnerAccount]:
+    """Partner accounts for synthetic partners, with the API keys handed out for this run."""
+    return [
+        PartnerAccount(
+            p.partner_id, p.partner_type, keys[p.partner_id], tuple(p.event_types), p.may_send_bsn
+        )
+        for p in partners
+    ]
 
 
 @dataclass

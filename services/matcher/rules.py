@@ -7,7 +7,7 @@ the same facts give the same answer whatever order they arrived in.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Final
@@ -103,6 +103,20 @@ class Rule:
         raise ValueError(f"rule {self.id} does not hold for these facts")
 
 
+def _within_window(
+    facts: Sequence[Fact], window_days: int, distinct: Callable[[Fact], object], minimum: int
+) -> set[str]:
+    """Ids of the facts that have, within `window_days` of themselves, facts with at least
+    `minimum` distinct values of `distinct` (creditors, domains), counting their own."""
+    window = dt.timedelta(days=window_days)
+    chosen: set[str] = set()
+    for anchor in facts:
+        near = [f for f in facts if abs(f.event_date - anchor.event_date) <= window]
+        if len({distinct(f) for f in near}) >= minimum:
+            chosen.update(f.event_id for f in near)
+    return chosen
+
+
 def _dates(facts: Sequence[Fact]) -> str:
     return ", ".join(f"{f.event_date:%d-%m-%Y}" for f in sorted(facts, key=Fact.sort_key))
 
@@ -114,16 +128,8 @@ class TwenteMatch(Rule):
     min_creditors: int = 2
 
     def qualifying(self, facts: Sequence[Fact]) -> set[str]:
-        debts = sorted(
-            (f for f in self.in_scope(facts) if f.creditor is not None), key=Fact.sort_key
-        )
-        window = dt.timedelta(days=self.window_days)
-        chosen: set[str] = set()
-        for anchor in debts:
-            near = [f for f in debts if abs(f.event_date - anchor.event_date) <= window]
-            if len({f.creditor for f in near}) >= self.min_creditors:
-                chosen.update(f.event_id for f in near)
-        return chosen
+        debts = [f for f in self.in_scope(facts) if f.creditor is not None]
+        return _within_window(debts, self.window_days, lambda f: f.creditor, self.min_creditors)
 
     def explain(self, contributions: Sequence[Fact]) -> str:
         creditors = sorted({(f.creditor_type or "OVERIGE") for f in contributions})
@@ -162,14 +168,9 @@ class MultiDomain(Rule):
     wvggz_deadline: Deadline = Deadline(14, working_days=False)
 
     def qualifying(self, facts: Sequence[Fact]) -> set[str]:
-        scoped = self.in_scope(facts)
-        window = dt.timedelta(days=self.window_days)
-        chosen: set[str] = set()
-        for anchor in scoped:
-            near = [f for f in scoped if abs(f.event_date - anchor.event_date) <= window]
-            if len({f.domain for f in near}) >= self.min_domains:
-                chosen.update(f.event_id for f in near)
-        return chosen
+        return _within_window(
+            self.in_scope(facts), self.window_days, lambda f: f.domain, self.min_domains
+        )
 
     def deadline_for(self, contributions: Sequence[Fact]) -> Deadline:
         if any(f.domain == "wvggz" for f in contributions):

@@ -33,7 +33,7 @@ async def _send(base: str, events: list[SyntheticEvent], keys: dict[str, str]) -
 def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
-    from services.cli.stack import HubStack, PartnerAccount
+    from services.cli.stack import HubStack, accounts
 
     generator = Generator(seed=7, scale=SCALE)
     events = generator.events()
@@ -42,16 +42,7 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     stack = HubStack(
         kafka=kafka_bootstrap,
         database_url=database_url,
-        partners=[
-            PartnerAccount(
-                p.partner_id,
-                p.partner_type,
-                keys[p.partner_id],
-                tuple(p.event_types),
-                p.may_send_bsn,
-            )
-            for p in generator.partners
-        ],
+        partners=accounts(generator.partners, keys),
         pseudonym_secret=secret,
         topic_prefix=f"restart{abs(hash(tmp_path.name)) % 10**8}",
         workdir=tmp_path,
