@@ -1,0 +1,216 @@
+"""`hub demo`: the whole hub on this machine, fed one synthetic year of Twente partner events.
+
+Starts the embedded broker (Tansu) and an embedded PostgreSQL unless told to use existing
+ones, runs the migrations and creates the topics, starts the three services as processes,
+sends the year through the ingest HTTP API, and waits until the notifier has stored every
+alert the rules must raise. The expected alerts come from running the same rule engine over
+the same events in this process, so the demo also checks the live pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import shutil
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.cli.infra import embedded_postgres, tansu_broker
+from services.cli.stack import HubStack, accounts
+from services.cli.synthetic import Generator, SyntheticEvent, municipality_name
+from services.ingest.models import MODELS
+from services.ingest.records import build_record
+from services.matcher.engine import Engine, empty_state
+from services.matcher.facts import Fact
+from services.matcher.rules import BASELINE_RULES
+from services.shared.config import PseudonymSettings
+from services.shared.events import FAMILIES
+from services.shared.identity import Pseudonymiser
+
+SEND_CONCURRENCY = 24
+ALERT_WAIT_S = 300.0
+
+
+def expected_alerts(
+    events: list[SyntheticEvent], pseudonyms: Pseudonymiser
+) -> dict[str, dict[str, Any]]:
+    """Runs the matcher's rule engine over the events here: alert id -> final alert."""
+    engine = Engine(BASELINE_RULES)
+    states: dict[str, dict[str, Any]] = {}
+    alerts: dict[str, dict[str, Any]] = {}
+    for event in events:
+        model = MODELS[event.event_type].model_validate(event.body)
+        record = build_record(
+            model,
+            event.partner.partner_id,
+            event.partner.partner_type,
+            pseudonyms,
+            received_at=dt.datetime.now(dt.UTC),
+        )
+        household = record["household_id"]
+        state = states.setdefault(household, empty_state())
+        fact = Fact.from_event(FAMILIES[event.event_type].schema_name, record)
+        for alert in engine.apply(household, state, fact).alerts:
+            alerts[alert["alert_id"]] = alert
+    return alerts
+
+
+async def _send(
+    ingest: str, events: list[SyntheticEvent], keys: dict[str, str], progress: Progress
+) -> Counter[str]:
+    task = progress.add_task("sending events", total=len(events))
+    outcomes: Counter[str] = Counter()
+    queue: asyncio.Queue[SyntheticEvent] = asyncio.Queue()
+    for event in events:
+        queue.put_nowait(event)
+    limits = httpx.Limits(max_connections=SEND_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=ingest, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                event = queue.get_nowait()
+                response = await client.post(
+                    f"/v1/events/{event.event_type.value}",
+                    json=event.body,
+                    headers={"Authorization": f"Bearer {keys[event.partner.partner_id]}"},
+                )
+                outcomes[f"{event.event_type.value}:{response.status_code}"] += 1
+                progress.advance(task)
+
+        await asyncio.gather(*(worker() for _ in range(SEND_CONCURRENCY)))
+    return outcomes
+
+
+async def _wait_for_alerts(
+    database_url: str, expected: dict[str, dict[str, Any]], progress: Progress
+) -> dict[str, int]:
+    """Polls PostgreSQL until every expected alert is stored with all its contributions."""
+    want = {a: len(alert["contributions"]) for a, alert in expected.items()}
+    task = progress.add_task("alerts stored", total=len(want))
+    engine = create_async_engine(database_url)
+    try:
+        deadline = time.monotonic() + ALERT_WAIT_S
+        while True:
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    text("select alert_id, count(*) from alert_contributions group by alert_id")
+                )
+                have = {r[0]: r[1] for r in rows}
+            done = sum(1 for a, n in want.items() if have.get(a) == n)
+            progress.update(task, completed=done)
+            if done == len(want):
+                return have
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done} of {len(want)} alerts stored in time")
+            await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()
+
+
+def run_demo(
+    *, kafka: str | None, database_url: str | None, seed: int, scale: float, quiet: bool
+) -> dict[str, Any]:
+    console = Console(stderr=True, quiet=quiet)
+    started = time.monotonic()
+    generator = Generator(seed, scale)
+    events = generator.events()
+    keys = {p.partner_id: secrets.token_urlsafe(24) for p in generator.partners}
+    pseudonym_secret = secrets.token_urlsafe(32)
+
+    with ExitStack() as exit_stack:
+        if kafka is None:
+            console.print("starting the embedded Kafka-compatible broker (Tansu)")
+            kafka = exit_stack.enter_context(tansu_broker())
+            idempotent = False
+        else:
+            idempotent = True
+        if database_url is None:
+            console.print("starting embedded PostgreSQL")
+            database_url = exit_stack.enter_context(embedded_postgres())
+        # Service logs stay behind in .hub/demo/ for a look after the run.
+        workdir = Path(".hub") / "demo"
+        shutil.rmtree(workdir, ignore_errors=True)
+        console.print("starting ingest, matcher and notifier")
+        stack = exit_stack.enter_context(
+            HubStack(
+                kafka=kafka,
+                database_url=database_url,
+                partners=accounts(generator.partners, keys),
+                pseudonym_secret=pseudonym_secret,
+                topic_prefix=f"demo{seed}x{int(time.time())}",
+                workdir=workdir,
+                idempotent_producer=idempotent,
+                team_token=secrets.token_urlsafe(24),
+            )
+        )
+        ingest, notifier = stack.url("ingest"), stack.url("notifier")
+        pseudonyms = Pseudonymiser(PseudonymSettings(pseudonym_secret=pseudonym_secret))
+        expected = expected_alerts(events, pseudonyms)
+        columns = (
+            TextColumn("{task.description:16}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=quiet) as progress:
+            sending = time.monotonic()
+            outcomes = asyncio.run(_send(ingest, events, keys, progress))
+            send_seconds = time.monotonic() - sending
+            asyncio.run(_wait_for_alerts(database_url, expected, progress))
+
+    per_type: dict[str, dict[str, int]] = {}
+    for key, count in outcomes.items():
+        event_type, code = key.split(":")
+        per_type.setdefault(event_type, {})["accepted" if code == "202" else f"http_{code}"] = count
+    summary = {
+        "seed": seed,
+        "events": per_type,
+        "events_total": len(events),
+        "partners": len(generator.partners),
+        "alerts_total": len(expected),
+        "alerts_per_rule": dict(sorted(Counter(a["rule_id"] for a in expected.values()).items())),
+        "alerts_per_municipality": dict(
+            sorted(
+                Counter(
+                    municipality_name(a["municipality_code"]) for a in expected.values()
+                ).items()
+            )
+        ),
+        "events_per_second_ingested": round(len(events) / send_seconds),
+        "elapsed_seconds": round(time.monotonic() - started, 1),
+        "team_api": f"{notifier}/v1/alerts",
+    }
+    if not quiet:
+        _print_summary(console, summary)
+    return summary
+
+
+def _print_summary(console: Console, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    events = Table("event type", "accepted", "other", title="Events")
+    for event_type, counts in summary["events"].items():
+        other = ", ".join(f"{k}: {v}" for k, v in counts.items() if k != "accepted")
+        events.add_row(event_type, str(counts.get("accepted", 0)), other or "-")
+    rules = Table("rule", "alerts", title="Alerts per rule")
+    for rule, count in summary["alerts_per_rule"].items():
+        rules.add_row(rule, str(count))
+    places = Table("municipality", "alerts", title="Alerts per municipality")
+    for place, count in summary["alerts_per_municipality"].items():
+        places.add_row(place, str(count))
+    console.print(events, rules, places)
+    console.print(
+        f"{summary['alerts_total']} alerts from {summary['events_total']} events in "
+        f"{summary['elapsed_seconds']} s "
+        f"({summary['events_per_second_ingested']} events/s through ingest)"
+    )

@@ -1,0 +1,142 @@
+"""The `hub` command: run a service, create topics, migrate the database, run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from services.shared.config import DatabaseSettings, HubSettings
+from services.shared.logging import configure_logging
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+app = typer.Typer(help="Twente household signal hub.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics of the hub.", no_args_is_help=True)
+db_app = typer.Typer(help="The hub's PostgreSQL database.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+err = Console(stderr=True)
+
+
+class Service(StrEnum):
+    ingest = "ingest"
+    matcher = "matcher"
+    notifier = "notifier"
+
+
+@app.command()
+def run(service: Service) -> None:
+    """Run one service in the foreground until it is stopped."""
+    if service is Service.matcher:
+        from services.matcher.app import create_app as create_matcher
+        from services.matcher.settings import MatcherSettings
+
+        matcher_settings = MatcherSettings()
+        configure_logging(json=matcher_settings.log_json, level=matcher_settings.log_level)
+        import faust
+
+        worker = faust.Worker(
+            create_matcher(matcher_settings), loglevel=matcher_settings.log_level.lower()
+        )
+        worker.execute_from_commandline()
+        return
+
+    if service is Service.ingest:
+        from services.ingest.app import create_app as create_ingest
+        from services.ingest.settings import IngestSettings
+
+        ingest_settings = IngestSettings()
+        _serve(
+            ingest_settings,
+            create_ingest(ingest_settings),
+            ingest_settings.ingest_host,
+            ingest_settings.ingest_port,
+        )
+    else:
+        from services.notifier.api import create_app as create_notifier
+        from services.notifier.settings import NotifierSettings
+
+        notifier_settings = NotifierSettings()
+        _serve(
+            notifier_settings,
+            create_notifier(notifier_settings),
+            notifier_settings.notifier_host,
+            notifier_settings.notifier_port,
+        )
+
+
+def _serve(settings: HubSettings, asgi_app: FastAPI, host: str, port: int) -> None:
+    import uvicorn
+
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    uvicorn.run(asgi_app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@topics_app.command("create")
+def topics_create(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Create the hub's topics with their partition counts and retention (idempotent)."""
+    from services.shared.topics import create_topics, topic_specs
+
+    settings = HubSettings()
+    created = asyncio.run(create_topics(settings))
+    if as_json:
+        typer.echo(
+            json.dumps({"created": created, "topics": [s.name for s in topic_specs(settings)]})
+        )
+    else:
+        for spec in topic_specs(settings):
+            mark = "created" if spec.name in created else "exists"
+            err.print(f"{spec.name:40} {spec.partitions:>3} partitions  {mark}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the Alembic migrations to the database in HUB_DATABASE_URL."""
+    from services.shared.db.migrate import upgrade
+
+    upgrade(DatabaseSettings(), revision)
+    err.print(f"database at revision {revision}")
+
+
+@app.command()
+def demo(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+    ] = False,
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="Use this Kafka (HOST:PORT) instead of starting the embedded broker."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this PostgreSQL (SQLAlchemy asyncpg URL) instead of an embedded one."
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the synthetic year; the same seed gives the same alerts.")
+    ] = 2026,
+    scale: Annotated[
+        float, typer.Option(min=0.001, max=10.0, help="Fraction of a full synthetic year to send.")
+    ] = 1.0,
+) -> None:
+    """Start everything, send one synthetic year of Twente partner events, print what came out."""
+    from services.cli.demo import run_demo
+
+    summary = run_demo(
+        kafka=kafka, database_url=database_url, seed=seed, scale=scale, quiet=as_json
+    )
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,172 @@
+"""The three services as processes on this machine, wired to one Kafka and one PostgreSQL.
+
+`hub demo` and the end-to-end tests run the hub through this, the way an operator would:
+migrate the database, create the topics, start ingest, matcher and notifier, wait until
+each answers `/readyz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from services.cli.infra import free_port
+from services.shared.config import DatabaseSettings, HubSettings
+from services.shared.db.migrate import upgrade
+from services.shared.topics import create_topics
+
+SERVICES = ("ingest", "matcher", "notifier")
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class PartnerAccount:
+    partner_id: str
+    partner_type: str
+    api_key: str
+    event_types: tuple[str, ...]
+    may_send_bsn: bool = False
+
+
+def accounts(partners: Iterable[Any], keys: dict[str, str]) -> list[PartnerAccount]:
+    """Partner accounts for synthetic partners, with the API keys handed out for this run."""
+    return [
+        PartnerAccount(
+            p.partner_id, p.partner_type, keys[p.partner_id], tuple(p.event_types), p.may_send_bsn
+        )
+        for p in partners
+    ]
+
+
+@dataclass
+class HubStack:
+    kafka: str
+    database_url: str
+    partners: list[PartnerAccount]
+    pseudonym_secret: str
+    topic_prefix: str
+    workdir: Path
+    idempotent_producer: bool = True
+    team_token: str = "test-team-token"
+    ports: dict[str, int] = field(default_factory=dict)
+    _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def hub_settings(self) -> HubSettings:
+        return HubSettings(
+            kafka_bootstrap=self.kafka,
+            topic_prefix=self.topic_prefix,
+            matcher_app_id=f"{self.topic_prefix}-matcher",
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HUB_KAFKA_BOOTSTRAP": self.kafka,
+            "HUB_KAFKA_IDEMPOTENT_PRODUCER": str(self.idempotent_producer).lower(),
+            "HUB_TOPIC_PREFIX": self.topic_prefix,
+            "HUB_DATABASE_URL": self.database_url,
+            "HUB_PSEUDONYM_SECRET": self.pseudonym_secret,
+            "HUB_INGEST_PORT": str(self.ports["ingest"]),
+            "HUB_MATCHER_PORT": str(self.ports["matcher"]),
+            "HUB_MATCHER_APP_ID": self.hub_settings.matcher_app_id,
+            "HUB_MATCHER_DATA_DIR": str(self.workdir.resolve() / "matcher"),
+            "HUB_NOTIFIER_PORT": str(self.ports["notifier"]),
+            "HUB_NOTIFIER_GROUP_ID": f"{self.topic_prefix}-notifier",
+            "HUB_NOTIFIER_API_TOKEN": self.team_token,
+            "HUB_LOG_JSON": "true",
+            "HUB_LOG_LEVEL": "WARNING",
+            "HUB_INGEST_PARTNERS": json.dumps(
+                [
+                    {
+                        "partner_id": p.partner_id,
+                        "partner_type": p.partner_type,
+                        "api_key": p.api_key,
+                        "event_types": list(p.event_types),
+                        "may_send_bsn": p.may_send_bsn,
+                    }
+                    for p in self.partners
+                ]
+            ),
+        }
+
+    def log_path(self, service: str) -> Path:
+        return self.workdir / f"{service}.log"
+
+    def __enter__(self) -> Self:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ports = {name: free_port() for name in SERVICES}
+        upgrade(DatabaseSettings(database_url=self.database_url))
+        asyncio.run(create_topics(self.hub_settings))
+        try:
+            for name in SERVICES:
+                self.start(name)
+        except BaseException:
+            self.stop_all()
+            raise
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_all()
+
+    def start(self, service: str) -> None:
+        """Starts `service` and returns once it answers /readyz with 200."""
+        with self.log_path(service).open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli.main", "run", service],
+                env=self.env(),
+                stdout=out,
+                stderr=out,
+            )
+        self._processes[service] = process
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                tail = self.log_path(service).read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"{service} exited with {process.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"{self.url(service)}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{service} not ready in {READY_TIMEOUT_S} s")
+            time.sleep(0.2)
+
+    def kill(self, service: str) -> None:
+        """SIGKILL: the process gets no chance to flush or commit anything."""
+        process = self._processes.pop(service)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop(self, service: str) -> None:
+        process = self._processes.pop(service, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop_all(self) -> None:
+        for service in reversed(SERVICES):
+            self.stop(service)

@@ -1,0 +1,1 @@
+"""The ingest service: partner events over HTTP, validated, pseudonymised, published as Avro."""

@@ -1,0 +1,192 @@
+"""The ingest HTTP API: `POST /v1/events/{type}` validates, pseudonymises and publishes.
+
+This module does not use `from __future__ import annotations`: the endpoints are made per
+event type and FastAPI reads their annotations at run time.
+"""
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, cast
+
+from aiokafka import AIOKafkaProducer
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from services.ingest import metrics
+from services.ingest.models import MODELS, PartnerEvent
+from services.ingest.records import build_record
+from services.ingest.settings import IngestSettings, PartnerKey
+from services.shared.avro import AvroCodec
+from services.shared.events import FAMILIES, EventType
+from services.shared.http import operations_router
+from services.shared.identity import Pseudonymiser
+from services.shared.kafka import make_producer
+from services.shared.logging import get_logger
+from services.shared.topics import source_topic
+
+log = get_logger("hub.ingest")
+_bearer = HTTPBearer(auto_error=False)
+_TYPE_NAMES = frozenset(t.value for t in EventType)
+
+
+class Accepted(BaseModel):
+    event_id: str
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class Rejected(BaseModel):
+    errors: list[FieldProblem]
+
+
+class _Partners:
+    """Looks a partner up by API key; keys are compared as SHA-256 digests in constant time."""
+
+    def __init__(self, partners: list[PartnerKey]) -> None:
+        self._by_digest = {
+            hashlib.sha256(p.api_key.get_secret_value().encode()).digest(): p for p in partners
+        }
+
+    def find(self, api_key: str) -> PartnerKey | None:
+        digest = hashlib.sha256(api_key.encode()).digest()
+        for known, partner in self._by_digest.items():
+            if hmac.compare_digest(known, digest):
+                return partner
+        return None
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def create_app(settings: IngestSettings) -> FastAPI:
+    codec = AvroCodec(settings.schemas_dir)
+    pseudonyms = Pseudonymiser(settings)
+    partners = _Partners(settings.ingest_partners)
+    producer_box: dict[str, AIOKafkaProducer] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        producer = make_producer(settings)
+        await producer.start()
+        producer_box["producer"] = producer
+        log.info(
+            "ingest.started", kafka=settings.kafka_bootstrap, partners=len(settings.ingest_partners)
+        )
+        try:
+            yield
+        finally:
+            await producer.stop()
+
+    app = FastAPI(
+        title="Twente hub ingest",
+        version="1",
+        lifespan=lifespan,
+        responses={422: {"model": Rejected, "description": "Bad input; nothing was published"}},
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _rejected(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Answer with field paths and messages only: pydantic's `input` would echo identity data.
+        segment = request.url.path.removeprefix("/v1/events/").split("/")[0]
+        event_type = segment if segment in _TYPE_NAMES else "other"
+        metrics.EVENTS_REJECTED.labels(event_type, "invalid").inc()
+        problems = [
+            FieldProblem(field=_field_path(tuple(e["loc"])), message=e["msg"]).model_dump()
+            for e in exc.errors()
+        ]
+        return JSONResponse({"errors": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    async def authenticated(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> PartnerKey:
+        partner = partners.find(credentials.credentials) if credentials else None
+        if partner is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or unknown API key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return partner
+
+    async def readiness() -> dict[str, str]:
+        producer = producer_box.get("producer")
+        if producer is None:
+            return {"kafka": "producer not started"}
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=2)
+        except Exception as exc:  # any failure to reach the broker means not ready
+            return {"kafka": type(exc).__name__}
+        return {}
+
+    app.include_router(operations_router(metrics.REGISTRY, readiness))
+
+    for event_type in EventType:
+        _add_event_route(app, event_type, codec, pseudonyms, settings, producer_box, authenticated)
+    return app
+
+
+def _add_event_route(
+    app: FastAPI,
+    event_type: EventType,
+    codec: AvroCodec,
+    pseudonyms: Pseudonymiser,
+    settings: IngestSettings,
+    producer_box: dict[str, AIOKafkaProducer],
+    authenticated: Any,
+) -> None:
+    model = MODELS[event_type]
+    family = FAMILIES[event_type]
+    schema_name = family.schema_name
+    topic = source_topic(settings, event_type)
+
+    async def publish(
+        body: model,  # type: ignore[valid-type]
+        partner: Annotated[PartnerKey, Depends(authenticated)],
+    ) -> JSONResponse:
+        event = cast(PartnerEvent, body)  # FastAPI validated it as this type's model
+        if event_type not in partner.event_types:
+            metrics.EVENTS_REJECTED.labels(event_type.value, "forbidden-type").inc()
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"partner may not publish {event_type.value} events"
+            )
+        if event.resident.bsn is not None and not partner.may_send_bsn:
+            metrics.EVENTS_REJECTED.labels(event_type.value, "bsn-not-allowed").inc()
+            return JSONResponse(
+                {
+                    "errors": [
+                        {"field": "resident.bsn", "message": "this partner may not send a BSN"}
+                    ]
+                },
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            )
+        record = build_record(
+            event, partner.partner_id, partner.partner_type, pseudonyms, dt.datetime.now(dt.UTC)
+        )
+        household: str = record["household_id"]
+        payload = codec.encode(schema_name, record)
+        await producer_box["producer"].send_and_wait(topic, payload, key=household.encode())
+        metrics.EVENTS_ACCEPTED.labels(event_type.value, partner.partner_type).inc()
+        return JSONResponse({"event_id": record["event_id"]}, status_code=status.HTTP_202_ACCEPTED)
+
+    app.add_api_route(
+        f"/v1/events/{event_type.value}",
+        publish,
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Accepted,
+        name=f"publish_{event_type.name.lower()}",
+        summary=f"Publish one {event_type.value} event",
+        tags=["events"],
+    )

@@ -1,0 +1,214 @@
+"""What partners send over HTTP, per event type.
+
+Each model has the fields of its Avro schema that partners provide (a test proves they agree
+field by field) plus the identity a partner knows in clear: `resident` and `address`. Identity
+never reaches a topic: ingest turns the address into the household pseudonym and a BSN into a
+person pseudonym.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.shared.events import EventType
+from services.shared.identity import bsn_is_valid, normalise_postcode
+from services.shared.region import MUNICIPALITIES, WIJK_CODE, wijk_belongs_to
+
+
+class CreditorType(StrEnum):
+    ENERGIE = "ENERGIE"
+    HUUR = "HUUR"
+    HYPOTHEEK = "HYPOTHEEK"
+    CAK_ZORGVERZEKERINGEN = "CAK_ZORGVERZEKERINGEN"
+    ZORG = "ZORG"
+    WATER = "WATER"
+    DUO = "DUO"
+    BELASTINGDIENST = "BELASTINGDIENST"
+    CAK_EIGEN_BIJDRAGE = "CAK_EIGEN_BIJDRAGE"
+    OVERIGE = "OVERIGE"
+    DIENST_TOESLAGEN = "DIENST_TOESLAGEN"
+
+
+class CrisisKind(StrEnum):
+    EVICTION = "EVICTION"
+    ENERGY_CUTOFF = "ENERGY_CUTOFF"
+    WATER_CUTOFF = "WATER_CUTOFF"
+    HEALTH_INSURANCE_END = "HEALTH_INSURANCE_END"
+
+
+class ReporterCategory(StrEnum):
+    FAMILY = "FAMILY"
+    NEIGHBOUR = "NEIGHBOUR"
+    POLICE = "POLICE"
+    CARE_PROVIDER = "CARE_PROVIDER"
+    MUNICIPALITY = "MUNICIPALITY"
+    HOUSING_CORPORATION = "HOUSING_CORPORATION"
+    OTHER = "OTHER"
+
+
+class HandoverOutcome(StrEnum):
+    HANDED_TO_SOCIAL_DOMAIN = "HANDED_TO_SOCIAL_DOMAIN"
+    REFERRED_TO_GGZ = "REFERRED_TO_GGZ"
+    REFERRED_TO_GP = "REFERRED_TO_GP"
+    NO_FOLLOW_UP_NEEDED = "NO_FOLLOW_UP_NEEDED"
+
+
+class ProblemArea(StrEnum):
+    FINANCES = "FINANCES"
+    HOUSING = "HOUSING"
+    ADDICTION = "ADDICTION"
+    PSYCHOSOCIAL = "PSYCHOSOCIAL"
+    SOCIAL_ISOLATION = "SOCIAL_ISOLATION"
+    OTHER = "OTHER"
+
+
+class CareKind(StrEnum):
+    WMO = "WMO"
+    WIJKVERPLEGING = "WIJKVERPLEGING"
+
+
+class CareMessageType(StrEnum):
+    WMO301_ALLOCATION = "WMO301_ALLOCATION"
+    WMO305_START = "WMO305_START"
+    WMO307_STOP = "WMO307_STOP"
+    WMO315_REQUEST = "WMO315_REQUEST"
+    WMO317_CHANGE_REQUEST = "WMO317_CHANGE_REQUEST"
+    ZVW_INDICATION = "ZVW_INDICATION"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+class Resident(_Strict):
+    """The person the event is about, as the partner knows them. Never published."""
+
+    name: str = Field(min_length=1, max_length=200)
+    birth_date: dt.date
+    bsn: str | None = Field(
+        None, description="Only from partners allowed to use the BSN (health insurers)."
+    )
+
+    @field_validator("birth_date")
+    @classmethod
+    def _birth_date_in_past(cls, value: dt.date) -> dt.date:
+        if value > dt.date.today() or value.year < 1900:
+            raise ValueError("birth date must lie between 1900 and today")
+        return value
+
+    @field_validator("bsn")
+    @classmethod
+    def _bsn_eleven_check(cls, value: str | None) -> str | None:
+        if value is not None and not bsn_is_valid(value):
+            raise ValueError("BSN must be nine digits that pass the eleven-check")
+        return value
+
+
+class Address(_Strict):
+    """The household's address: postcode and house number make the household pseudonym."""
+
+    street: str = Field(min_length=1, max_length=200)
+    house_number: int = Field(ge=1, le=99999)
+    house_letter: str | None = Field(None, max_length=1, pattern=r"^[A-Za-z]$")
+    house_number_addition: str | None = Field(None, max_length=4)
+    postcode: str
+    city: str = Field(min_length=1, max_length=100)
+
+    @field_validator("postcode")
+    @classmethod
+    def _postcode(cls, value: str) -> str:
+        return normalise_postcode(value)
+
+
+MunicipalityCode = Annotated[str, Field(pattern=r"^GM\d{4}$")]
+PartnerEventId = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class PartnerEvent(_Strict):
+    """What every partner event carries: its id, who and where it is about."""
+
+    partner_event_id: PartnerEventId
+    resident: Resident
+    address: Address
+    municipality_code: MunicipalityCode = Field(
+        description="CBS code of the household's municipality (one of the 14 in Twente)."
+    )
+    wijk_code: str | None = Field(None, description="CBS wijk code, WK + 6 digits.")
+
+    @field_validator("municipality_code")
+    @classmethod
+    def _twente(cls, value: str) -> str:
+        if value not in MUNICIPALITIES:
+            raise ValueError("not one of the 14 Twente municipalities (CBS GM code)")
+        return value
+
+    @model_validator(mode="after")
+    def _wijk_in_municipality(self) -> PartnerEvent:
+        if self.wijk_code is not None and (
+            not WIJK_CODE.match(self.wijk_code)
+            or not wijk_belongs_to(self.wijk_code, self.municipality_code)
+        ):
+            raise ValueError("wijk_code must be WK + 6 digits within the municipality_code")
+        return self
+
+
+class DebtSignalIn(PartnerEvent):
+    """An early debt signal following DDAS."""
+
+    creditor_type: CreditorType
+    creditor_name: str = Field(min_length=1, max_length=200)
+    amount_eur: int = Field(ge=1, le=10_000_000, description="Arrear in whole euros.")
+    arrear_start_date: dt.date
+    signal_date: dt.date
+    crisis: bool = False
+    crisis_kind: CrisisKind | None = None
+    warm_handover: bool = False
+
+    @model_validator(mode="after")
+    def _dates_and_crisis(self) -> DebtSignalIn:
+        if self.arrear_start_date > self.signal_date:
+            raise ValueError("arrear_start_date must not be after signal_date")
+        if self.crisis_kind is not None and not self.crisis:
+            raise ValueError("crisis_kind is only allowed when crisis is true")
+        return self
+
+
+class WvggzReportIn(PartnerEvent):
+    """A non-acute Wvggz report; the reporter is named only by category."""
+
+    report_date: dt.date
+    reporter_category: ReporterCategory
+
+
+class StreettriageHandoverIn(PartnerEvent):
+    handover_date: dt.date
+    outcome: HandoverOutcome
+    problem_areas: list[ProblemArea] = Field(default_factory=list, max_length=6)
+
+
+class CareIndicationIn(PartnerEvent):
+    indication_date: dt.date
+    care_kind: CareKind
+    message_type: CareMessageType
+    product_category: str | None = Field(None, pattern=r"^\d{2}$")
+
+    @model_validator(mode="after")
+    def _message_fits_kind(self) -> CareIndicationIn:
+        nursing = self.care_kind is CareKind.WIJKVERPLEGING
+        if nursing != (self.message_type is CareMessageType.ZVW_INDICATION):
+            raise ValueError("WIJKVERPLEGING goes with ZVW_INDICATION, WMO with an iWmo message")
+        return self
+
+
+MODELS: dict[EventType, type[PartnerEvent]] = {
+    EventType.DEBT_SIGNAL: DebtSignalIn,
+    EventType.WVGGZ_REPORT: WvggzReportIn,
+    EventType.STREETTRIAGE_HANDOVER: StreettriageHandoverIn,
+    EventType.CARE_INDICATION: CareIndicationIn,
+}
+
+IDENTITY_FIELDS = frozenset({"resident", "address"})

@@ -1,0 +1,142 @@
+"""Applies the rules to one household's state: the same code for the Faust agent and for replay.
+
+The state is a JSON-ready dict (it lives in a Faust table):
+
+    {"events": {event_id: fact},
+     "alerts": {rule_id: {"episode", "version", "event_ids", "raised_on"}}}
+
+An alert's contributing events only grow while it is open, so its final content does not
+depend on the order the events arrived in; each growth is a new version (an escalation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.matcher.facts import Fact, amount_band
+from services.matcher.rules import Rule
+from services.shared.identity import alert_id
+
+#: Facts older than this before the household's newest fact can no longer join any window.
+RETENTION_DAYS = 365
+
+State = dict[str, Any]
+
+
+def empty_state() -> State:
+    return {"events": {}, "alerts": {}}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying one event did."""
+
+    duplicate: bool
+    alerts: list[dict[str, Any]]
+    raised: list[str]
+    escalated: list[str]
+
+
+class Engine:
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self._by_id = {r.id: r for r in self.rules}
+
+    def apply(self, household_id: str, state: State, fact: Fact) -> Outcome:
+        """Adds `fact` to `state` in place and returns the alerts to publish."""
+        events: dict[str, Any] = state["events"]
+        if fact.event_id in events:
+            # Re-sent event: nothing changes, but re-publish the alerts it belongs to, in case
+            # the first attempt died between saving the state and publishing the alert.
+            again = [
+                self._record(household_id, rule_id, alert, events)
+                for rule_id, alert in state["alerts"].items()
+                if fact.event_id in alert["event_ids"]
+            ]
+            return Outcome(True, again, [], [])
+
+        events[fact.event_id] = fact.to_json()
+        facts = [Fact.from_json(f) for f in events.values()]
+        published: list[dict[str, Any]] = []
+        raised: list[str] = []
+        escalated: list[str] = []
+        for rule in self.rules:
+            qualifying = rule.qualifying(facts)
+            if not qualifying:
+                continue
+            alert = state["alerts"].get(rule.id)
+            raised_on = rule.raised_on([f for f in facts if f.event_id in qualifying])
+            if alert is None:
+                alert = {
+                    "episode": 1,
+                    "version": 1,
+                    "event_ids": sorted(qualifying),
+                    "raised_on": raised_on.isoformat(),
+                }
+                state["alerts"][rule.id] = alert
+                raised.append(rule.id)
+            else:
+                grown = set(alert["event_ids"]) | qualifying
+                if grown == set(alert["event_ids"]):
+                    continue
+                alert["event_ids"] = sorted(grown)
+                alert["version"] += 1
+                alert["raised_on"] = min(alert["raised_on"], raised_on.isoformat())
+                escalated.append(rule.id)
+            published.append(self._record(household_id, rule.id, alert, events))
+        self._prune(state)
+        return Outcome(False, published, raised, escalated)
+
+    def _prune(self, state: State) -> None:
+        events: dict[str, Any] = state["events"]
+        newest = max(f["event_date"] for f in events.values())
+        horizon = (dt.date.fromisoformat(newest) - dt.timedelta(days=RETENTION_DAYS)).isoformat()
+        in_alert = {e for a in state["alerts"].values() for e in a["event_ids"]}
+        for event_id in [k for k, f in events.items() if f["event_date"] < horizon]:
+            if event_id not in in_alert:
+                del events[event_id]
+
+    def _record(
+        self, household_id: str, rule_id: str, alert: dict[str, Any], events: dict[str, Any]
+    ) -> dict[str, Any]:
+        rule = self._by_id[rule_id]
+        contributions = sorted(
+            (Fact.from_json(events[e]) for e in alert["event_ids"] if e in events),
+            key=Fact.sort_key,
+        )
+        newest = contributions[-1]
+        raised_on = dt.date.fromisoformat(alert["raised_on"])
+        deadline = rule.deadline_for(contributions)
+        return {
+            "alert_id": alert_id(household_id, rule.id, alert["episode"]),
+            "household_id": household_id,
+            "municipality_code": newest.municipality_code,
+            "wijk_code": newest.wijk_code,
+            "rule_id": rule.id,
+            "rule_version": rule.version,
+            "episode": alert["episode"],
+            "version": alert["version"],
+            "priority": rule.priority,
+            "purpose": rule.purpose,
+            "legal_basis": rule.legal_basis,
+            "raised_on": raised_on,
+            "deadline": deadline.due(raised_on),
+            "deadline_rule": deadline.describe(),
+            "domains": sorted({f.domain for f in contributions}),
+            "explanation": rule.explain(contributions),
+            "contributions": [
+                {
+                    "event_id": f.event_id,
+                    "event_type": f.event_type,
+                    "domain": f.domain,
+                    "partner_type": f.partner_type,
+                    "event_date": f.event_date,
+                    "creditor_type": f.creditor_type,
+                    "amount_band": amount_band(f.amount_eur) if f.amount_eur is not None else None,
+                }
+                for f in contributions
+            ],
+        }

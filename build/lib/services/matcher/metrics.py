@@ -1,0 +1,35 @@
+"""Prometheus metrics of the matcher."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+
+REGISTRY = CollectorRegistry()
+
+EVENTS_PROCESSED = Counter(
+    "hub_matcher_events_processed",
+    "Source events the matcher has correlated, by event type",
+    ["event_type"],
+    registry=REGISTRY,
+)
+EVENTS_DUPLICATE = Counter(
+    "hub_matcher_events_duplicate",
+    "Re-sent events (same partner and partner event id) that counted once, by event type",
+    ["event_type"],
+    registry=REGISTRY,
+)
+DEADLETTERED = Counter(
+    "hub_matcher_events_deadlettered",
+    "Records sent to the dead-letter topic, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+ALERTS_RAISED = Counter(
+    "hub_alerts_raised", "New alerts raised, by rule", ["rule"], registry=REGISTRY
+)
+ALERTS_ESCALATED = Counter(
+    "hub_alerts_escalated",
+    "Open alerts that new events joined (a new version), by rule",
+    ["rule"],
+    registry=REGISTRY,
+)

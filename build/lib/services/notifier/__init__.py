@@ -1,0 +1,1 @@
+"""The notifier: stores alerts in PostgreSQL and serves them to the teams."""

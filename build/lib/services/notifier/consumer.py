@@ -1,0 +1,106 @@
+"""Consumes the alert topic and stores each alert in PostgreSQL, committing offsets only after.
+
+At-least-once: a crash between the database commit and the offset commit replays a batch,
+and the version-guarded upsert makes the replay harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import stamina
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from services.notifier import metrics
+from services.notifier.settings import NotifierSettings
+from services.notifier.store import upsert_alert
+from services.shared.avro import AvroCodec
+from services.shared.errors import DecodeError
+from services.shared.events import ALERT_SCHEMA_NAME
+from services.shared.logging import get_logger
+from services.shared.topics import alerts_topic, deadletter_topic
+
+log = get_logger("hub.notifier")
+
+_TRANSIENT_DB = (OSError, OperationalError, InterfaceError)
+
+
+class AlertConsumer:
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        codec: AvroCodec,
+        sessions: async_sessionmaker,  # type: ignore[type-arg]
+        producer: AIOKafkaProducer,
+    ) -> None:
+        self._settings = settings
+        self._codec = codec
+        self._sessions = sessions
+        self._producer = producer
+        self._consumer = AIOKafkaConsumer(
+            alerts_topic(settings),
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.notifier_group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        self.started.set()
+        try:
+            while True:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                for partition, records in batches.items():
+                    await self._store(records)
+                    await self._consumer.commit({partition: records[-1].offset + 1})
+        finally:
+            await self._consumer.stop()
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return {}
+        ends = await self._consumer.end_offsets(list(assigned))
+        return {tp: ends[tp] - await self._consumer.position(tp) for tp in assigned}
+
+    @stamina.retry(on=_TRANSIENT_DB, attempts=10, timeout=120)
+    async def _store(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        async with self._sessions() as session, session.begin():
+            for record in records:
+                try:
+                    name, alert = self._codec.decode(record.value or b"")
+                    if name != ALERT_SCHEMA_NAME:
+                        raise DecodeError(f"{name} is not an alert")
+                except DecodeError as exc:
+                    await self._dead_letter(record, str(exc))
+                    continue
+                if await upsert_alert(session, alert):
+                    metrics.ALERTS_STORED.labels(alert["rule_id"]).inc()
+                else:
+                    metrics.ALERTS_STALE.labels(alert["rule_id"]).inc()
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], detail: str) -> None:
+        metrics.DEADLETTERED.labels("undecodable").inc()
+        log.warning(
+            "alert.deadlettered",
+            detail=detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        await self._producer.send_and_wait(
+            deadletter_topic(self._settings),
+            record.value,
+            key=record.key,
+            headers=[
+                ("hub-reason", b"undecodable"),
+                ("hub-detail", detail.encode()),
+                ("hub-source-topic", record.topic.encode()),
+                ("hub-source-partition", str(record.partition).encode()),
+                ("hub-source-offset", str(record.offset).encode()),
+            ],
+        )

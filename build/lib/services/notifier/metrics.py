@@ -1,0 +1,26 @@
+"""Prometheus metrics of the notifier."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+
+REGISTRY = CollectorRegistry()
+
+ALERTS_STORED = Counter(
+    "hub_notifier_alerts_stored",
+    "Alert versions written to PostgreSQL (new or newer), by rule",
+    ["rule"],
+    registry=REGISTRY,
+)
+ALERTS_STALE = Counter(
+    "hub_notifier_alerts_stale",
+    "Alert messages ignored because PostgreSQL already held that version or a newer one",
+    ["rule"],
+    registry=REGISTRY,
+)
+DEADLETTERED = Counter(
+    "hub_notifier_alerts_deadlettered",
+    "Alert records that could not be decoded, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,59 @@
+"""Writes alerts into PostgreSQL: an upsert that only ever moves an alert to a newer version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.shared.db.models import Alert, Contribution
+
+_ALERT_COLUMNS = (
+    "household_id",
+    "municipality_code",
+    "wijk_code",
+    "rule_id",
+    "rule_version",
+    "episode",
+    "version",
+    "priority",
+    "purpose",
+    "legal_basis",
+    "raised_on",
+    "deadline",
+    "deadline_rule",
+    "domains",
+    "explanation",
+)
+
+
+async def upsert_alert(session: AsyncSession, alert: dict[str, Any]) -> bool:
+    """Stores `alert` unless a row at the same or a newer version exists; True when written.
+
+    The caller commits: the alert row and its contributions land together or not at all.
+    """
+    values = {c: alert[c] for c in _ALERT_COLUMNS}
+    statement = (
+        insert(Alert)
+        .values(alert_id=alert["alert_id"], **values)
+        .on_conflict_do_update(
+            index_elements=[Alert.alert_id],
+            set_={**values, "updated_at": func.now()},
+            where=Alert.version < alert["version"],
+        )
+        .returning(Alert.alert_id)
+    )
+    written = (await session.execute(statement)).scalar_one_or_none() is not None
+    if written and alert["contributions"]:
+        await session.execute(
+            insert(Contribution)
+            .values([{"alert_id": alert["alert_id"], **c} for c in alert["contributions"]])
+            .on_conflict_do_nothing()
+        )
+    return written
+
+
+async def count_alerts(session: AsyncSession) -> int:
+    return (await session.execute(select(func.count()).select_from(Alert))).scalar_one()

@@ -1,0 +1,1 @@
+"""What all three services share: settings, events, the Avro codec, topics, identity, database."""

@@ -1,0 +1,1 @@
+"""The hub's PostgreSQL database: models, engine, migrations."""

@@ -1,0 +1,115 @@
+"""Every Kafka topic of the hub, by name and version, in one place; `hub topics create` makes them.
+
+Names are `<prefix>.<name>.v<N>`. Source topics are keyed by household pseudonym and must
+share one partition count, so the matcher's per-household table needs no repartitioning.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Final
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.shared.config import HubSettings
+from services.shared.events import EventType
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+    doc: str
+
+
+SOURCE_VERSION: Final = 1
+ALERTS: Final = "alerts.v1"
+DEADLETTER: Final = "deadletter.v1"
+
+
+def source_topic(settings: HubSettings, event_type: EventType) -> str:
+    return f"{settings.topic_prefix}.{event_type.value}.v{SOURCE_VERSION}"
+
+
+def alerts_topic(settings: HubSettings) -> str:
+    return f"{settings.topic_prefix}.{ALERTS}"
+
+
+def deadletter_topic(settings: HubSettings) -> str:
+    return f"{settings.topic_prefix}.{DEADLETTER}"
+
+
+HOUSEHOLDS_TABLE: Final = "households"
+
+
+def changelog_topic(settings: HubSettings, table: str = HOUSEHOLDS_TABLE) -> str:
+    """Faust's name for a table's changelog; created here so the broker never auto-creates."""
+    return f"{settings.matcher_app_id}-{table}-changelog"
+
+
+def topic_specs(settings: HubSettings) -> list[TopicSpec]:
+    keep_forever = {"retention.ms": "-1", "cleanup.policy": "delete"}
+    specs = [
+        TopicSpec(
+            source_topic(settings, t),
+            settings.topic_partitions,
+            keep_forever,
+            f"{t.value} events (Avro), key = household pseudonym",
+        )
+        for t in EventType
+    ]
+    specs.append(
+        TopicSpec(
+            alerts_topic(settings),
+            settings.topic_partitions,
+            keep_forever,
+            "household alerts (Avro), key = household pseudonym",
+        )
+    )
+    specs.append(
+        TopicSpec(
+            changelog_topic(settings),
+            settings.topic_partitions,
+            # Compacted only: faust-streaming mishandles `compact,delete` changelogs.
+            {"cleanup.policy": "compact"},
+            "matcher state per household (Faust table changelog), key = household pseudonym",
+        )
+    )
+    specs.append(
+        TopicSpec(
+            deadletter_topic(settings),
+            1,
+            {"retention.ms": str(30 * 24 * 3600 * 1000), "cleanup.policy": "delete"},
+            "records that could not be decoded or validated; reason in headers",
+        )
+    )
+    return specs
+
+
+async def create_topics(settings: HubSettings) -> list[str]:
+    """Creates the hub's topics that do not exist yet; returns the names it created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        if missing:
+            with suppress(TopicAlreadyExistsError):
+                # Another process may create them between list and create.
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            s.name,
+                            s.partitions,
+                            settings.topic_replication,
+                            topic_configs=s.config,
+                        )
+                        for s in missing
+                    ]
+                )
+        return [s.name for s in missing]
+    finally:
+        await admin.close()
