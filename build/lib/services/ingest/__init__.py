@@ -1,1 +1,0 @@
-"""The ingest service: partner events over HTTP, validated, pseudonymised, published as Avro."""

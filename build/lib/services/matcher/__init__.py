@@ -1,1 +1,0 @@
-"""The matcher: correlates events per household in a Faust table and raises alerts."""

@@ -1,1 +1,0 @@
-"""The notifier: stores alerts in PostgreSQL and serves them to the teams."""

@@ -1,1 +1,0 @@
-"""What all three services share: settings, events, the Avro codec, topics, identity, database."""

@@ -1,1 +1,0 @@
-"""The hub's PostgreSQL database: models, engine, migrations."""
