@@ -19,9 +19,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -70,16 +71,27 @@ def wait_for_kafka(bootstrap: str, timeout: float = 60.0) -> None:
         finally:
             await admin.close()
 
-    # While the broker starts, aiokafka logs every refused connection at ERROR; that is expected.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # While the broker starts, aiokafka logs every refused connection at ERROR; that is
+    # expected, so it is quiet for the probe only.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        _probe_until(probe, bootstrap, timeout)
+    finally:
+        aiokafka_log.setLevel(level)
+
+
+def _probe_until(
+    probe: Callable[[], Coroutine[Any, Any, None]], bootstrap: str, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
             asyncio.run(probe())
             return
-        except (
-            Exception
-        ) as exc:  # the broker is still starting; anything else shows at the deadline
+        # The broker is still starting; anything else shows at the deadline.
+        except Exception as exc:
             if time.monotonic() > deadline:
                 raise InfrastructureError(f"Kafka at {bootstrap} did not come up: {exc!r}") from exc
             time.sleep(0.5)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -91,18 +91,7 @@ class HubStack:
             "HUB_NOTIFIER_API_TOKEN": self.team_token,
             "HUB_LOG_JSON": "true",
             "HUB_LOG_LEVEL": "WARNING",
-            "HUB_INGEST_PARTNERS": json.dumps(
-                [
-                    {
-                        "partner_id": p.partner_id,
-                        "partner_type": p.partner_type,
-                        "api_key": p.api_key,
-                        "event_types": list(p.event_types),
-                        "may_send_bsn": p.may_send_bsn,
-                    }
-                    for p in self.partners
-                ]
-            ),
+            "HUB_INGEST_PARTNERS": json.dumps([asdict(p) for p in self.partners]),
         }
 
     def log_path(self, service: str) -> Path:

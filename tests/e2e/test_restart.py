@@ -51,11 +51,11 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     want = {(a, c["event_id"]) for a, alert in expected.items() for c in alert["contributions"]}
     assert len(expected) > 20
 
-    from tests.integration.fixtures import _query
+    from tests.integration.fixtures import query
 
     def stored() -> set[tuple[str, str]]:
         rows = asyncio.run(
-            _query(
+            query(
                 database_url,
                 "select alert_id, event_id from alert_contributions where alert_id = any(:ids)",
                 {"ids": list(expected)},
@@ -73,7 +73,7 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
         wait_for(lambda: stored() == want or None, "every expected contribution", timeout=180)
 
     rows = asyncio.run(
-        _query(
+        query(
             database_url,
             "select alert_id, rule_id from alerts where alert_id = any(:ids)",
             {"ids": list(expected)},
@@ -84,7 +84,7 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     # Nothing beyond the expected alerts for these households.
     households = list({x["household_id"] for x in expected.values()})
     extra = asyncio.run(
-        _query(
+        query(
             database_url,
             "select count(*) from alerts where household_id = any(:h) and not alert_id = any(:ids)",
             {"h": households, "ids": list(expected)},

@@ -52,13 +52,13 @@ class Hub:
         )
 
     def query(self, sql: str, **params: Any) -> list[Any]:
-        return asyncio.run(_query(self.stack.database_url, sql, params))
+        return asyncio.run(query(self.stack.database_url, sql, params))
 
     def end_offsets(self) -> dict[str, int]:
         return asyncio.run(_end_offsets(self.stack))
 
 
-async def _query(database_url: str, sql: str, params: dict[str, Any]) -> list[Any]:
+async def query(database_url: str, sql: str, params: dict[str, Any]) -> list[Any]:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(database_url)
@@ -73,17 +73,13 @@ async def _end_offsets(stack: HubStack) -> dict[str, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka)
     await consumer.start()
     try:
+        await consumer.topics()  # fetches metadata for every topic
         result = {}
         for event_type in EventType:
             topic = source_topic(stack.hub_settings, event_type)
             partitions = [
                 TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
             ]
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = [
-                    TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
-                ]
             ends = await consumer.end_offsets(partitions)
             result[topic] = sum(ends.values())
         return result
