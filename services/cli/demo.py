@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.cli.infra import embedded_postgres, tansu_broker
-from services.cli.stack import HubStack, accounts
+from services.cli.stack import SERVICES, HubStack, accounts
 from services.cli.synthetic import Generator, SyntheticEvent, municipality_name
 from services.ingest.models import MODELS
 from services.ingest.records import build_record
@@ -167,6 +167,8 @@ def run_demo(
             outcomes = asyncio.run(_send(ingest, events, keys, progress))
             send_seconds = time.monotonic() - sending
             asyncio.run(_wait_for_alerts(database_url, expected, progress))
+        console.print("privacy scan of every topic, table, log and metric of this run")
+        scan = asyncio.run(_privacy_scan(stack, events))
 
     per_type: dict[str, dict[str, int]] = {}
     for key, count in outcomes.items():
@@ -189,10 +191,36 @@ def run_demo(
         "events_per_second_ingested": round(len(events) / send_seconds),
         "elapsed_seconds": round(time.monotonic() - started, 1),
         "team_api": f"{notifier}/v1/alerts",
+        "privacy_scan": scan,
     }
     if not quiet:
         _print_summary(console, summary)
     return summary
+
+
+async def _privacy_scan(stack: HubStack, events: list[SyntheticEvent]) -> dict[str, Any]:
+    """`hub privacy scan` over this run, with real residents' names and BSNs as canaries."""
+    from services.privacy.scan import scan_all
+
+    canaries = sorted(
+        {e.body["resident"]["name"] for e in events[:50]}
+        | {e.body["resident"]["bsn"] for e in events if e.body["resident"].get("bsn")}
+    )[:100]
+    report = (
+        await scan_all(
+            stack.hub_settings,
+            database_url=stack.database_url,
+            log_paths=sorted(stack.workdir.glob("*.log")),
+            metrics_urls=[f"{stack.url(s)}/metrics" for s in SERVICES],
+            canaries=canaries,
+        )
+    ).to_json()
+    return {
+        "findings": report["findings"],
+        "canaries": len(canaries),
+        "places": len(report["by_place"]),
+        "records_scanned": sum(p["scanned"] for p in report["by_place"].values()),
+    }
 
 
 def _print_summary(console: Console, summary: dict[str, Any]) -> None:
@@ -213,4 +241,9 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
         f"{summary['alerts_total']} alerts from {summary['events_total']} events in "
         f"{summary['elapsed_seconds']} s "
         f"({summary['events_per_second_ingested']} events/s through ingest)"
+    )
+    scan = summary["privacy_scan"]
+    console.print(
+        f"privacy scan: {scan['findings']} findings in {scan['records_scanned']} records, rows, "
+        f"lines and metrics of {scan['places']} places ({scan['canaries']} canaries)"
     )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from services.cli.privacy import privacy_app
 from services.shared.config import DatabaseSettings, HubSettings
 from services.shared.logging import configure_logging
 
@@ -21,6 +22,7 @@ topics_app = typer.Typer(help="Kafka topics of the hub.", no_args_is_help=True)
 db_app = typer.Typer(help="The hub's PostgreSQL database.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
+app.add_typer(privacy_app, name="privacy")
 err = Console(stderr=True)
 
 

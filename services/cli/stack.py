@@ -8,6 +8,7 @@ each answers `/readyz`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -25,6 +26,8 @@ import httpx
 from services.cli.infra import free_port
 from services.shared.config import DatabaseSettings, HubSettings
 from services.shared.db.migrate import upgrade
+from services.shared.purposes import PURPOSES
+from services.shared.region import MUNICIPALITIES
 from services.shared.topics import create_topics
 
 SERVICES = ("ingest", "matcher", "notifier")
@@ -38,6 +41,33 @@ class PartnerAccount:
     api_key: str
     event_types: tuple[str, ...]
     may_send_bsn: bool = False
+
+
+@dataclass(frozen=True)
+class TeamAccount:
+    """A team of the team API with one member and that member's token."""
+
+    team_id: str
+    municipalities: tuple[str, ...]
+    purposes: tuple[str, ...]
+    member_id: str
+    token: str
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "team_id": self.team_id,
+            "name": self.team_id,
+            "municipalities": list(self.municipalities),
+            "purposes": list(self.purposes),
+            "members": [{"member_id": self.member_id, "api_key": self.token}],
+        }
+
+
+def regional_team(token: str) -> TeamAccount:
+    """A team that sees every alert of the region with every purpose (tests and the demo)."""
+    return TeamAccount(
+        "regio-twente", tuple(MUNICIPALITIES), tuple(PURPOSES), "regio-medewerker", token
+    )
 
 
 def accounts(partners: Iterable[Any], keys: dict[str, str]) -> list[PartnerAccount]:
@@ -60,6 +90,12 @@ class HubStack:
     workdir: Path
     idempotent_producer: bool = True
     team_token: str = "test-team-token"
+    #: Teams besides the regional one that holds `team_token`.
+    teams: list[TeamAccount] = field(default_factory=list)
+    master_key: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
+    pseudonym_version: int = 1
+    #: Secrets of earlier pseudonym versions, once the secret has been rotated.
+    previous_secrets: dict[int, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -82,13 +118,18 @@ class HubStack:
             "HUB_TOPIC_PREFIX": self.topic_prefix,
             "HUB_DATABASE_URL": self.database_url,
             "HUB_PSEUDONYM_SECRET": self.pseudonym_secret,
+            "HUB_PSEUDONYM_VERSION": str(self.pseudonym_version),
+            "HUB_PSEUDONYM_PREVIOUS_SECRETS": json.dumps(self.previous_secrets),
             "HUB_INGEST_PORT": str(self.ports["ingest"]),
             "HUB_MATCHER_PORT": str(self.ports["matcher"]),
             "HUB_MATCHER_APP_ID": self.hub_settings.matcher_app_id,
             "HUB_MATCHER_DATA_DIR": str(self.workdir.resolve() / "matcher"),
             "HUB_NOTIFIER_PORT": str(self.ports["notifier"]),
             "HUB_NOTIFIER_GROUP_ID": f"{self.topic_prefix}-notifier",
-            "HUB_NOTIFIER_API_TOKEN": self.team_token,
+            "HUB_NOTIFIER_TEAMS": json.dumps(
+                [t.config() for t in [regional_team(self.team_token), *self.teams]]
+            ),
+            "HUB_MASTER_KEY": self.master_key,
             "HUB_LOG_JSON": "true",
             "HUB_LOG_LEVEL": "WARNING",
             "HUB_INGEST_PARTNERS": json.dumps([asdict(p) for p in self.partners]),

@@ -18,12 +18,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.ingest import metrics
 from services.ingest.models import MODELS, PartnerEvent
-from services.ingest.records import build_record
+from services.ingest.records import build_record, contact_details
 from services.ingest.settings import IngestSettings, PartnerKey
 from services.shared.avro import AvroCodec
+from services.shared.crypto import Vault
+from services.shared.db.contacts import store_contact
+from services.shared.db.engine import make_engine, make_sessionmaker
 from services.shared.events import FAMILIES, EventType
 from services.shared.http import operations_router
 from services.shared.identity import Pseudonymiser
@@ -75,6 +80,9 @@ def create_app(settings: IngestSettings) -> FastAPI:
     pseudonyms = Pseudonymiser(settings)
     partners = _Partners(settings.ingest_partners)
     producer_box: dict[str, AIOKafkaProducer] = {}
+    engine = make_engine(settings)
+    sessions = make_sessionmaker(engine)
+    vault = Vault(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +96,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
             yield
         finally:
             await producer.stop()
+            await engine.dispose()
 
     app = FastAPI(
         title="Twente hub ingest",
@@ -121,35 +130,90 @@ def create_app(settings: IngestSettings) -> FastAPI:
         return partner
 
     async def readiness() -> dict[str, str]:
+        problems: dict[str, str] = {}
         producer = producer_box.get("producer")
         if producer is None:
-            return {"kafka": "producer not started"}
+            problems["kafka"] = "producer not started"
+        else:
+            try:
+                await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=2)
+            except Exception as exc:  # any failure to reach the broker means not ready
+                problems["kafka"] = type(exc).__name__
         try:
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=2)
-        except Exception as exc:  # any failure to reach the broker means not ready
-            return {"kafka": type(exc).__name__}
-        return {}
+            async with sessions() as session:
+                await asyncio.wait_for(session.execute(text("select 1")), timeout=2)
+        except Exception as exc:  # any failure to reach the database means not ready
+            problems["postgres"] = type(exc).__name__
+        return problems
 
     app.include_router(operations_router(metrics.REGISTRY, readiness))
 
     for event_type in EventType:
-        _add_event_route(app, event_type, codec, pseudonyms, settings, producer_box, authenticated)
+        _add_event_route(
+            app,
+            _Publisher(event_type, codec, pseudonyms, settings, producer_box, sessions, vault),
+            authenticated,
+        )
     return app
 
 
-def _add_event_route(
-    app: FastAPI,
-    event_type: EventType,
-    codec: AvroCodec,
-    pseudonyms: Pseudonymiser,
-    settings: IngestSettings,
-    producer_box: dict[str, AIOKafkaProducer],
-    authenticated: Any,
-) -> None:
+class _Publisher:
+    """Stores one accepted event's contact details encrypted, then publishes its record.
+
+    Details first: if publishing then fails the partner gets an error and sends again, and
+    the stored details (keyed by event id) are simply found again. The reverse order could
+    leave an alert whose household has no contact details.
+    """
+
+    def __init__(
+        self,
+        event_type: EventType,
+        codec: AvroCodec,
+        pseudonyms: Pseudonymiser,
+        settings: IngestSettings,
+        producer_box: dict[str, AIOKafkaProducer],
+        sessions: async_sessionmaker,  # type: ignore[type-arg]
+        vault: Vault,
+    ) -> None:
+        self.event_type = event_type
+        self.family = FAMILIES[event_type]
+        self.topic = source_topic(settings, event_type)
+        self._codec = codec
+        self._pseudonyms = pseudonyms
+        self._producer_box = producer_box
+        self._sessions = sessions
+        self._vault = vault
+
+    async def __call__(self, event: PartnerEvent, partner: PartnerKey) -> str:
+        record = build_record(
+            event,
+            partner.partner_id,
+            partner.partner_type,
+            self._pseudonyms,
+            dt.datetime.now(dt.UTC),
+        )
+        household: str = record["household_id"]
+        async with self._sessions() as session, session.begin():
+            await store_contact(
+                session,
+                self._vault,
+                household_id=household,
+                event_id=record["event_id"],
+                event_type=self.event_type.value,
+                domain=self.family.domain.value,
+                event_date=record[self.family.time_field],
+                details=contact_details(event),
+            )
+        payload = self._codec.encode(self.family.schema_name, record)
+        await self._producer_box["producer"].send_and_wait(
+            self.topic, payload, key=household.encode()
+        )
+        return str(record["event_id"])
+
+
+def _add_event_route(app: FastAPI, publisher: _Publisher, authenticated: Any) -> None:
+    event_type = publisher.event_type
     model = MODELS[event_type]
-    family = FAMILIES[event_type]
-    schema_name = family.schema_name
-    topic = source_topic(settings, event_type)
 
     async def publish(
         body: model,  # type: ignore[valid-type]
@@ -171,14 +235,9 @@ def _add_event_route(
                 },
                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             )
-        record = build_record(
-            event, partner.partner_id, partner.partner_type, pseudonyms, dt.datetime.now(dt.UTC)
-        )
-        household: str = record["household_id"]
-        payload = codec.encode(schema_name, record)
-        await producer_box["producer"].send_and_wait(topic, payload, key=household.encode())
+        event_id = await publisher(event, partner)
         metrics.EVENTS_ACCEPTED.labels(event_type.value, partner.partner_type).inc()
-        return JSONResponse({"event_id": record["event_id"]}, status_code=status.HTTP_202_ACCEPTED)
+        return JSONResponse({"event_id": event_id}, status_code=status.HTTP_202_ACCEPTED)
 
     app.add_api_route(
         f"/v1/events/{event_type.value}",

@@ -15,7 +15,12 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.shared.events import EventType
-from services.shared.identity import bsn_is_valid, normalise_postcode
+from services.shared.identity import (
+    bsn_is_valid,
+    normalise_name,
+    normalise_postcode,
+    parse_house_number,
+)
 from services.shared.region import MUNICIPALITIES, WIJK_CODE, wijk_belongs_to
 
 
@@ -92,6 +97,11 @@ class Resident(_Strict):
     bsn: str | None = Field(
         None, description="Only from partners allowed to use the BSN (health insurers)."
     )
+    phone: str | None = Field(
+        None,
+        pattern=r"^\+?[0-9][0-9 \-]{5,18}[0-9]$",
+        description="Telephone number for the outreach visit; stored encrypted only.",
+    )
 
     @field_validator("birth_date")
     @classmethod
@@ -109,7 +119,11 @@ class Resident(_Strict):
 
 
 class Address(_Strict):
-    """The household's address: postcode and house number make the household pseudonym."""
+    """The household's address: postcode and house number make the household pseudonym.
+
+    `house_number` may be written whole (`12a`, `12-II`, `12 hs`); it is split into number,
+    letter and addition, which must then not be sent separately as well.
+    """
 
     street: str = Field(min_length=1, max_length=200)
     house_number: int = Field(ge=1, le=99999)
@@ -118,10 +132,37 @@ class Address(_Strict):
     postcode: str
     city: str = Field(min_length=1, max_length=100)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _split_written_house_number(cls, data: object) -> object:
+        if not isinstance(data, dict) or not isinstance(data.get("house_number"), str):
+            return data
+        written = data["house_number"]
+        if written.strip().isdigit():
+            return data
+        number, letter, addition = parse_house_number(written)
+        if (letter and data.get("house_letter")) or (
+            addition and data.get("house_number_addition")
+        ):
+            raise ValueError(
+                "house_number already holds a letter or addition; do not send them twice"
+            )
+        return {
+            **data,
+            "house_number": number,
+            "house_letter": letter or data.get("house_letter"),
+            "house_number_addition": addition or data.get("house_number_addition"),
+        }
+
     @field_validator("postcode")
     @classmethod
     def _postcode(cls, value: str) -> str:
         return normalise_postcode(value)
+
+    @field_validator("street", "city")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return normalise_name(value)
 
 
 MunicipalityCode = Annotated[str, Field(pattern=r"^GM\d{4}$")]

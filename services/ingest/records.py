@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from services.ingest.models import IDENTITY_FIELDS, PartnerEvent
+from services.shared.crypto import ContactDetails
 from services.shared.identity import Pseudonymiser, event_id, normalise_address
 
 
@@ -37,3 +38,19 @@ def build_record(
         received_at=received_at,
     )
     return record
+
+
+def contact_details(event: PartnerEvent) -> ContactDetails:
+    """What a wijkteam needs to visit; the BSN is not part of it (data minimisation)."""
+    resident, address = event.resident, event.address
+    return ContactDetails(
+        name=resident.name,
+        birth_date=resident.birth_date,
+        phone=resident.phone,
+        street=address.street,
+        house_number=address.house_number,
+        house_letter=address.house_letter,
+        house_number_addition=address.house_number_addition,
+        postcode=address.postcode,
+        city=address.city,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, SecretStr
 
-from services.shared.config import HubSettings, PseudonymSettings
+from services.shared.config import DatabaseSettings, HubSettings, PseudonymSettings, VaultSettings
 from services.shared.events import EventType
 
 
@@ -18,7 +18,7 @@ class PartnerKey(BaseModel):
     may_send_bsn: bool = False
 
 
-class IngestSettings(HubSettings, PseudonymSettings):
+class IngestSettings(HubSettings, PseudonymSettings, DatabaseSettings, VaultSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = Field(8001, ge=1, le=65535)
     #: JSON list of partners in HUB_INGEST_PARTNERS.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from typing import Any
@@ -11,15 +12,26 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.matcher import metrics
-from services.matcher.engine import Engine, empty_state
+from services.matcher.engine import Engine, Outcome, empty_state, merge, purge
 from services.matcher.facts import Fact
 from services.matcher.rules import BASELINE_RULES
 from services.matcher.settings import MatcherSettings
 from services.shared.avro import AvroCodec
 from services.shared.errors import DecodeError
-from services.shared.events import ALERT_SCHEMA_NAME, BY_SCHEMA_NAME, EventType
+from services.shared.events import (
+    ALERT_SCHEMA_NAME,
+    BY_SCHEMA_NAME,
+    PRIVACY_COMMAND_SCHEMA_NAME,
+    EventType,
+)
 from services.shared.logging import get_logger
-from services.shared.topics import HOUSEHOLDS_TABLE, alerts_topic, deadletter_topic, source_topic
+from services.shared.topics import (
+    HOUSEHOLDS_TABLE,
+    alerts_topic,
+    deadletter_topic,
+    privacy_commands_topic,
+    source_topic,
+)
 
 log = get_logger("hub.matcher")
 
@@ -46,10 +58,15 @@ def create_app(settings: MatcherSettings) -> faust.App:
         web_in_thread=False,
         table_cleanup_interval=3600.0,
     )
+    # Privacy commands share the agent with the events so each household's are in order.
     sources = app.topic(
         *(source_topic(settings, t) for t in EventType),
+        privacy_commands_topic(settings),
         key_serializer="raw",
         value_serializer="raw",
+    )
+    commands = app.topic(
+        privacy_commands_topic(settings), key_serializer="raw", value_serializer="raw"
     )
     alerts = app.topic(alerts_topic(settings), key_serializer="raw", value_serializer="raw")
     deadletters = app.topic(
@@ -92,27 +109,78 @@ def create_app(settings: MatcherSettings) -> faust.App:
         except DecodeError as exc:
             await dead_letter(event, "undecodable", str(exc))
             return
-        if schema_name not in BY_SCHEMA_NAME:
+        if schema_name not in BY_SCHEMA_NAME and schema_name != PRIVACY_COMMAND_SCHEMA_NAME:
             await dead_letter(event, "not-a-source-event", schema_name)
             return
         household_id: str = record["household_id"]
         if event.key != household_id.encode():
             await dead_letter(event, "key-mismatch", "record key is not the household_id")
             return
+        if schema_name == PRIVACY_COMMAND_SCHEMA_NAME:
+            await obey(household_id, record)
+            return
         fact = Fact.from_event(schema_name, record)
         state = households.get(household_id) or empty_state()
         outcome = engine.apply(household_id, state, fact)
-        if outcome.duplicate:
+        if outcome.expired:
+            metrics.EVENTS_EXPIRED.labels(fact.event_type).inc()
+        elif outcome.duplicate:
             metrics.EVENTS_DUPLICATE.labels(fact.event_type).inc()
         else:
             households[household_id] = state
             metrics.EVENTS_PROCESSED.labels(fact.event_type).inc()
+        await publish(household_id, outcome)
+
+    async def publish(household_id: str, outcome: Outcome) -> None:
         for rule_id in outcome.raised:
             metrics.ALERTS_RAISED.labels(rule_id).inc()
         for rule_id in outcome.escalated:
             metrics.ALERTS_ESCALATED.labels(rule_id).inc()
         for alert in outcome.alerts:
-            await alerts.send(key=event.key, value=codec.encode(ALERT_SCHEMA_NAME, alert))
+            await alerts.send(
+                key=household_id.encode(), value=codec.encode(ALERT_SCHEMA_NAME, alert)
+            )
+
+    async def obey(household_id: str, command: dict[str, Any]) -> None:
+        """Erase, purge or move one household's state; deleting a key writes a tombstone."""
+        kind: str = command["kind"]
+        state = households.get(household_id)
+        if kind == "MERGE":
+            merged = state or empty_state()
+            merge(merged, json.loads(command["state_json"]))
+            # Events that arrived under the new pseudonym first now meet the moved ones.
+            outcome = engine.evaluate(household_id, merged)
+            households[household_id] = merged
+            await publish(household_id, outcome)
+        elif state is None:
+            pass  # nothing kept for this household (already erased, purged or never seen)
+        elif kind == "ERASE":
+            del households[household_id]
+        elif kind == "PURGE":
+            removed = purge(state, command["cutoffs"])
+            if not state["events"] and not state["alerts"]:
+                del households[household_id]
+            else:
+                households[household_id] = state
+            metrics.EVENTS_PURGED.inc(removed)
+        elif kind == "REKEY":
+            new_id: str = command["new_household_id"]
+            del households[household_id]
+            await commands.send(
+                key=new_id.encode(),
+                value=codec.encode(
+                    PRIVACY_COMMAND_SCHEMA_NAME,
+                    {
+                        **command,
+                        "kind": "MERGE",
+                        "household_id": new_id,
+                        "new_household_id": None,
+                        "state_json": json.dumps(state),
+                    },
+                ),
+            )
+        metrics.PRIVACY_COMMANDS.labels(kind).inc()
+        log.info("privacy.command_applied", kind=kind, command_id=command["command_id"])
 
     @app.agent(sources, concurrency=1)
     async def correlate(stream: faust.StreamT[Any]) -> None:

@@ -3,10 +3,13 @@
 The state is a JSON-ready dict (it lives in a Faust table):
 
     {"events": {event_id: fact},
-     "alerts": {rule_id: {"episode", "version", "event_ids", "raised_on"}}}
+     "alerts": {rule_id: {"alert_id", "episode", "version", "event_ids", "raised_on"}},
+     "cutoffs": {domain: iso date}}
 
 An alert's contributing events only grow while it is open, so its final content does not
 depend on the order the events arrived in; each growth is a new version (an escalation).
+`cutoffs` are left by retention purges: events dated before them no longer count, even
+when a partner sends them again.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class Outcome:
     alerts: list[dict[str, Any]]
     raised: list[str]
     escalated: list[str]
+    #: The event is dated before its domain's retention cutoff and was not counted.
+    expired: bool = False
 
 
 class Engine:
@@ -48,6 +53,9 @@ class Engine:
     def apply(self, household_id: str, state: State, fact: Fact) -> Outcome:
         """Adds `fact` to `state` in place and returns the alerts to publish."""
         events: dict[str, Any] = state["events"]
+        cutoff = state.get("cutoffs", {}).get(fact.domain)
+        if cutoff is not None and fact.event_date.isoformat() < cutoff:
+            return Outcome(False, [], [], [], expired=True)
         if fact.event_id in events:
             # Re-sent event: nothing changes, but re-publish the alerts it belongs to, in case
             # the first attempt died between saving the state and publishing the alert.
@@ -59,6 +67,13 @@ class Engine:
             return Outcome(True, again, [], [])
 
         events[fact.event_id] = fact.to_json()
+        outcome = self.evaluate(household_id, state)
+        self._prune(state)
+        return outcome
+
+    def evaluate(self, household_id: str, state: State) -> Outcome:
+        """Runs every rule over the state's facts; raises or escalates alerts in place."""
+        events: dict[str, Any] = state["events"]
         facts = [Fact.from_json(f) for f in events.values()]
         published: list[dict[str, Any]] = []
         raised: list[str] = []
@@ -71,6 +86,7 @@ class Engine:
             raised_on = rule.raised_on([f for f in facts if f.event_id in qualifying])
             if alert is None:
                 alert = {
+                    "alert_id": alert_id(household_id, rule.id, 1),
                     "episode": 1,
                     "version": 1,
                     "event_ids": sorted(qualifying),
@@ -87,11 +103,12 @@ class Engine:
                 alert["raised_on"] = min(alert["raised_on"], raised_on.isoformat())
                 escalated.append(rule.id)
             published.append(self._record(household_id, rule.id, alert, events))
-        self._prune(state)
         return Outcome(False, published, raised, escalated)
 
     def _prune(self, state: State) -> None:
         events: dict[str, Any] = state["events"]
+        if not events:
+            return
         newest = max(f["event_date"] for f in events.values())
         horizon = (dt.date.fromisoformat(newest) - dt.timedelta(days=RETENTION_DAYS)).isoformat()
         in_alert = {e for a in state["alerts"].values() for e in a["event_ids"]}
@@ -111,7 +128,8 @@ class Engine:
         raised_on = dt.date.fromisoformat(alert["raised_on"])
         deadline = rule.deadline_for(contributions)
         return {
-            "alert_id": alert_id(household_id, rule.id, alert["episode"]),
+            # States from before re-keying existed computed the id; a re-keyed one keeps it.
+            "alert_id": alert.get("alert_id") or alert_id(household_id, rule.id, alert["episode"]),
             "household_id": household_id,
             "municipality_code": newest.municipality_code,
             "wijk_code": newest.wijk_code,
@@ -127,6 +145,7 @@ class Engine:
             "deadline_rule": deadline.describe(),
             "domains": sorted({f.domain for f in contributions}),
             "explanation": rule.explain(contributions),
+            "undisclosed_domains": rule.undisclosed_domains,
             "contributions": [
                 {
                     "event_id": f.event_id,
@@ -140,3 +159,37 @@ class Engine:
                 for f in contributions
             ],
         }
+
+
+def purge(state: State, cutoffs: dict[str, str]) -> int:
+    """Drops the events dated before their domain's cutoff; returns how many went.
+
+    Alerts stay (ids, episodes and versions, no facts), so a later event escalates the same
+    alert instead of raising one with an id the notifier already holds.
+    """
+    events: dict[str, Any] = state["events"]
+    expired = [k for k, f in events.items() if f["event_date"] < cutoffs.get(f["domain"], "")]
+    for event_id in expired:
+        del events[event_id]
+    known = state.setdefault("cutoffs", {})
+    for domain, cutoff in cutoffs.items():
+        known[domain] = max(known.get(domain, ""), cutoff)
+    return len(expired)
+
+
+def merge(into: State, moved: State) -> None:
+    """Joins the state of a household's previous pseudonym into its current one (rotation)."""
+    into["events"].update(moved["events"])
+    for rule_id, alert in moved["alerts"].items():
+        current = into["alerts"].get(rule_id)
+        if current is None:
+            into["alerts"][rule_id] = alert
+            continue
+        current["event_ids"] = sorted(set(current["event_ids"]) | set(alert["event_ids"]))
+        current["version"] = max(current["version"], alert["version"]) + 1
+        current["raised_on"] = min(current["raised_on"], alert["raised_on"])
+        # The older alert is the one the team already works on.
+        current["alert_id"] = alert.get("alert_id") or current.get("alert_id")
+    for domain, cutoff in moved.get("cutoffs", {}).items():
+        known = into.setdefault("cutoffs", {})
+        known[domain] = max(known.get(domain, ""), cutoff)

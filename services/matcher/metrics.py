@@ -33,3 +33,20 @@ ALERTS_ESCALATED = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+EVENTS_EXPIRED = Counter(
+    "hub_matcher_events_expired",
+    "Events dated before their domain's retention cutoff, not counted, by event type",
+    ["event_type"],
+    registry=REGISTRY,
+)
+EVENTS_PURGED = Counter(
+    "hub_matcher_events_purged",
+    "Events removed from households' state by retention purges",
+    registry=REGISTRY,
+)
+PRIVACY_COMMANDS = Counter(
+    "hub_matcher_privacy_commands",
+    "Privacy commands applied (ERASE, PURGE, REKEY, MERGE), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)

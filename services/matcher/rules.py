@@ -15,13 +15,9 @@ from typing import Final
 import holidays
 
 from services.matcher.facts import Fact
-
-_DOMAIN_NL: Final = {
-    "debt": "schulden",
-    "wvggz": "Wvggz-melding",
-    "streettriage": "Streettriage",
-    "care": "zorg en ondersteuning",
-}
+from services.shared.errors import ConfigurationError
+from services.shared.events import DOMAIN_NL
+from services.shared.purposes import check_rule
 
 
 @cache
@@ -81,6 +77,15 @@ class Rule:
     window_days: int = 0
     cooldown_days: int = 30
     title: str = field(default="")
+    #: How domains a team may not see appear in its view: "mention" or "hide" (purpose binding).
+    undisclosed_domains: str = "hide"
+
+    def __post_init__(self) -> None:
+        check_rule(self.id, self.purpose, self.sources)
+        if self.undisclosed_domains not in {"mention", "hide"}:
+            raise ConfigurationError(
+                f"rule {self.id!r}: undisclosed_domains must be 'mention' or 'hide'"
+            )
 
     def qualifying(self, facts: Sequence[Fact]) -> set[str]:
         raise NotImplementedError
@@ -180,7 +185,7 @@ class MultiDomain(Rule):
     def explain(self, contributions: Sequence[Fact]) -> str:
         domains = sorted({f.domain for f in contributions})
         return (
-            f"Signalen uit {len(domains)} domeinen ({', '.join(_DOMAIN_NL[d] for d in domains)}) "
+            f"Signalen uit {len(domains)} domeinen ({', '.join(DOMAIN_NL[d] for d in domains)}) "
             f"binnen {self.window_days} dagen, gemeld op {_dates(contributions)}. "
             f"Integrale aanpak door het wijkteam aangewezen."
         )
@@ -218,5 +223,6 @@ BASELINE_RULES: Final[tuple[Rule, ...]] = (
         deadline=Deadline(28, working_days=False),
         sources=frozenset({"debt", "wvggz", "streettriage", "care"}),
         window_days=180,
+        undisclosed_domains="mention",
     ),
 )

@@ -1,8 +1,12 @@
-"""The team API: `GET /v1/alerts` and `GET /v1/alerts/{id}`."""
+"""The team API: alerts as a team's purposes allow it to see them, and their contact details.
+
+Every response is cut to the team: only alerts of its municipalities and purposes, only the
+details of domains its purposes disclose. Every view of an alert and of its contact details
+is written to the append-only access log.
+"""
 
 import asyncio
 import datetime as dt
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated
@@ -11,13 +15,18 @@ from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier import metrics
+from services.notifier.access import Member, TeamDirectory, present
 from services.notifier.consumer import AlertConsumer
 from services.notifier.settings import NotifierSettings
 from services.shared.avro import AvroCodec
+from services.shared.crypto import Vault
+from services.shared.db.contacts import open_contacts
 from services.shared.db.engine import make_engine, make_sessionmaker
-from services.shared.db.models import Alert
+from services.shared.db.models import AccessLogEntry, Alert
+from services.shared.errors import DecryptionFailed
 from services.shared.http import operations_router
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
@@ -39,8 +48,6 @@ class ContributionOut(BaseModel):
 
 
 class AlertOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     alert_id: str
     household_id: str
     municipality_code: str
@@ -59,6 +66,9 @@ class AlertOut(BaseModel):
     domains: list[str]
     explanation: str
     contributions: list[ContributionOut]
+    #: Domains involved that this team's purposes do not disclose (0 when the rule hides them).
+    other_domains_involved: int
+    personal_details_removed: bool
 
 
 class AlertPage(BaseModel):
@@ -66,9 +76,33 @@ class AlertPage(BaseModel):
     alerts: list[AlertOut]
 
 
+class ContactOut(BaseModel):
+    event_type: str
+    domain: str
+    event_date: dt.date
+    name: str
+    birth_date: dt.date
+    phone: str | None
+    street: str
+    house_number: int
+    house_letter: str | None
+    house_number_addition: str | None
+    postcode: str
+    city: str
+
+
+class ContactPage(BaseModel):
+    alert_id: str
+    purpose: str
+    domains_shown: list[str]
+    contacts: list[ContactOut]
+
+
 def create_app(settings: NotifierSettings) -> FastAPI:
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)
+    teams = TeamDirectory(settings.notifier_teams)
+    vault = Vault(settings)
     state: dict[str, AlertConsumer] = {}
 
     @asynccontextmanager
@@ -93,16 +127,15 @@ def create_app(settings: NotifierSettings) -> FastAPI:
 
     async def team_member(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        expected = settings.notifier_api_token.get_secret_value().encode()
-        if credentials is None or not hmac.compare_digest(
-            credentials.credentials.encode(), expected
-        ):
+    ) -> Member:
+        member = teams.find(credentials.credentials) if credentials else None
+        if member is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or unknown token",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        return member
 
     async def readiness() -> dict[str, str]:
         problems: dict[str, str] = {}
@@ -118,15 +151,42 @@ def create_app(settings: NotifierSettings) -> FastAPI:
 
     app.include_router(operations_router(metrics.REGISTRY, readiness))
 
-    @app.get("/v1/alerts", response_model=AlertPage, dependencies=[Depends(team_member)])
+    async def visible_alert(session: AsyncSession, member: Member, alert_id: str) -> Alert:
+        alert = await session.get(Alert, alert_id)
+        if alert is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
+        if not member.team_sees(alert):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this alert is not for your team")
+        return alert
+
+    def log_access(
+        session: AsyncSession, member: Member, alert: Alert, domains: list[str], action: str
+    ) -> None:
+        session.add(
+            AccessLogEntry(
+                member_id=member.member_id,
+                team_id=member.team.team_id,
+                alert_id=alert.alert_id,
+                household_id=alert.household_id,
+                purpose=alert.purpose,
+                domains=domains,
+                action=action,
+            )
+        )
+
+    @app.get("/v1/alerts", response_model=AlertPage)
     async def list_alerts(
+        member: Annotated[Member, Depends(team_member)],
         municipality: Annotated[str | None, Query(pattern=r"^GM\d{4}$")] = None,
         rule: str | None = None,
         alert_status: Annotated[str | None, Query(alias="status")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> AlertPage:
-        query = select(Alert)
+        query = select(Alert).where(
+            Alert.municipality_code.in_(member.team.municipalities),
+            Alert.purpose.in_(member.team.purposes),
+        )
         if municipality:
             query = query.where(Alert.municipality_code == municipality)
         if rule:
@@ -138,15 +198,61 @@ def create_app(settings: NotifierSettings) -> FastAPI:
             rows = await session.scalars(
                 query.order_by(Alert.deadline, Alert.alert_id).limit(limit).offset(offset)
             )
-            return AlertPage(total=total or 0, alerts=[AlertOut.model_validate(r) for r in rows])
+            return AlertPage(
+                total=total or 0,
+                alerts=[AlertOut.model_validate(present(r, member.team)) for r in rows],
+            )
 
-    @app.get("/v1/alerts/{alert_id}", response_model=AlertOut, dependencies=[Depends(team_member)])
-    async def get_alert(alert_id: str) -> AlertOut:
-        async with sessions() as session:
-            alert = await session.get(Alert, alert_id)
-            if alert is None:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
-            return AlertOut.model_validate(alert)
+    @app.get("/v1/alerts/{alert_id}", response_model=AlertOut)
+    async def get_alert(alert_id: str, member: Annotated[Member, Depends(team_member)]) -> AlertOut:
+        async with sessions() as session, session.begin():
+            alert = await visible_alert(session, member, alert_id)
+            view = AlertOut.model_validate(present(alert, member.team))
+            log_access(
+                session, member, alert, sorted({c.domain for c in view.contributions}), "view-alert"
+            )
+            return view
+
+    @app.get(
+        "/v1/alerts/{alert_id}/contact",
+        response_model=ContactPage,
+        responses={410: {"description": "the alert's personal details were removed"}},
+    )
+    async def get_contact(
+        alert_id: str, member: Annotated[Member, Depends(team_member)]
+    ) -> ContactPage:
+        """Decrypts the contact details of the events this team's purposes disclose."""
+        async with sessions() as session, session.begin():
+            alert = await visible_alert(session, member, alert_id)
+            if alert.details_removed_at is not None:
+                raise HTTPException(
+                    status.HTTP_410_GONE, "the personal details of this alert were removed"
+                )
+            disclosed = member.disclosed
+            event_ids = [c.event_id for c in alert.contributions if c.domain in disclosed]
+            try:
+                stored = await open_contacts(session, vault, alert.household_id, event_ids)
+            except DecryptionFailed:
+                raise HTTPException(
+                    status.HTTP_410_GONE, "the personal details of this alert were removed"
+                ) from None
+            domains = sorted({c.domain for c in stored})
+            log_access(session, member, alert, domains, "view-contact")
+            metrics.CONTACT_VIEWS.labels(alert.rule_id).inc()
+            return ContactPage(
+                alert_id=alert.alert_id,
+                purpose=alert.purpose,
+                domains_shown=domains,
+                contacts=[
+                    ContactOut(
+                        event_type=c.event_type,
+                        domain=c.domain,
+                        event_date=c.event_date,
+                        **c.details.model_dump(),
+                    )
+                    for c in stored
+                ],
+            )
 
     return app
 

@@ -24,3 +24,9 @@ DEADLETTERED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+CONTACT_VIEWS = Counter(
+    "hub_notifier_contact_views",
+    "Views of alerts' decrypted contact details (each one is in the access log), by rule",
+    ["rule"],
+    registry=REGISTRY,
+)

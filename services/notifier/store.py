@@ -26,6 +26,7 @@ _ALERT_COLUMNS = (
     "deadline_rule",
     "domains",
     "explanation",
+    "undisclosed_domains",
 )
 
 

@@ -4,6 +4,7 @@ HubError
 ├── ConfigurationError      settings that cannot work (refused at start-up)
 ├── ValidationFailed        partner input that breaks the contract; lists field paths
 ├── DecodeError             bytes on a topic that are not a known Avro event
+├── DecryptionFailed        a ciphertext that does not open (wrong or destroyed key)
 └── InfrastructureError     Kafka or PostgreSQL cannot be reached or started
 """
 
@@ -38,6 +39,10 @@ class ValidationFailed(HubError):
 
 class DecodeError(HubError):
     """Bytes that are not a known Avro single-object encoded event."""
+
+
+class DecryptionFailed(HubError):
+    """A ciphertext that does not open: wrong key, destroyed key or tampered bytes."""
 
 
 class InfrastructureError(HubError):

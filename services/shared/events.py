@@ -25,6 +25,15 @@ class Domain(StrEnum):
     CARE = "care"
 
 
+#: How a wijkteam worker reads a domain's name (explanations are in Dutch).
+DOMAIN_NL: Final = {
+    "debt": "schulden",
+    "wvggz": "Wvggz-melding",
+    "streettriage": "Streettriage",
+    "care": "zorg en ondersteuning",
+}
+
+
 @dataclass(frozen=True)
 class EventFamily:
     """Facts about one event type that every service agrees on."""
@@ -59,6 +68,7 @@ FAMILIES: Final[dict[EventType, EventFamily]] = {
 BY_SCHEMA_NAME: Final[dict[str, EventFamily]] = {f.schema_name: f for f in FAMILIES.values()}
 
 ALERT_SCHEMA_NAME: Final = "nl.twente.hub.alerts.HouseholdAlert"
+PRIVACY_COMMAND_SCHEMA_NAME: Final = "nl.twente.hub.privacy.PrivacyCommand"
 
 #: Fields the hub sets on every source event; partners never send them.
 HUB_ASSIGNED_FIELDS: Final = frozenset(

@@ -28,6 +28,7 @@ class TopicSpec:
 SOURCE_VERSION: Final = 1
 ALERTS: Final = "alerts.v1"
 DEADLETTER: Final = "deadletter.v1"
+PRIVACY_COMMANDS: Final = "privacy-commands.v1"
 
 
 def source_topic(settings: HubSettings, event_type: EventType) -> str:
@@ -42,6 +43,10 @@ def deadletter_topic(settings: HubSettings) -> str:
     return f"{settings.topic_prefix}.{DEADLETTER}"
 
 
+def privacy_commands_topic(settings: HubSettings) -> str:
+    return f"{settings.topic_prefix}.{PRIVACY_COMMANDS}"
+
+
 HOUSEHOLDS_TABLE: Final = "households"
 
 
@@ -50,13 +55,20 @@ def changelog_topic(settings: HubSettings, table: str = HOUSEHOLDS_TABLE) -> str
     return f"{settings.matcher_app_id}-{table}-changelog"
 
 
+def _days_ms(days: int) -> int:
+    return days * 24 * 3600 * 1000
+
+
 def topic_specs(settings: HubSettings) -> list[TopicSpec]:
-    keep_forever = {"retention.ms": "-1", "cleanup.policy": "delete"}
     specs = [
         TopicSpec(
             source_topic(settings, t),
             settings.topic_partitions,
-            keep_forever,
+            # By append time, so a late event stays its lateness longer than the policy says.
+            {
+                "retention.ms": str(_days_ms(settings.retention_event_days[t.value])),
+                "cleanup.policy": "delete",
+            },
             f"{t.value} events (Avro), key = household pseudonym",
         )
         for t in EventType
@@ -65,8 +77,20 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
         TopicSpec(
             alerts_topic(settings),
             settings.topic_partitions,
-            keep_forever,
+            {
+                "retention.ms": str(_days_ms(settings.retention_open_alert_days)),
+                "cleanup.policy": "delete",
+            },
             "household alerts (Avro), key = household pseudonym",
+        )
+    )
+    specs.append(
+        TopicSpec(
+            privacy_commands_topic(settings),
+            settings.topic_partitions,
+            # Co-partitioned with the sources; short-lived, since erase commands name a household.
+            {"retention.ms": str(_days_ms(7)), "cleanup.policy": "delete"},
+            "erase, purge and re-key instructions to the matcher (Avro), key = household pseudonym",
         )
     )
     specs.append(
@@ -82,7 +106,7 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
         TopicSpec(
             deadletter_topic(settings),
             1,
-            {"retention.ms": str(30 * 24 * 3600 * 1000), "cleanup.policy": "delete"},
+            {"retention.ms": str(_days_ms(30)), "cleanup.policy": "delete"},
             "records that could not be decoded or validated; reason in headers",
         )
     )

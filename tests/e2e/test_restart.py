@@ -7,8 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.cli.demo import expected_alerts
+from services.cli.stack import HubStack, accounts
 from services.cli.synthetic import Generator, SyntheticEvent
 from services.shared.config import PseudonymSettings
 from services.shared.identity import Pseudonymiser
@@ -33,8 +35,6 @@ async def _send(base: str, events: list[SyntheticEvent], keys: dict[str, str]) -
 def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
-    from services.cli.stack import HubStack, accounts
-
     generator = Generator(seed=7, scale=SCALE)
     events = generator.events()
     keys = {p.partner_id: f"key-{p.partner_id}" for p in generator.partners}
@@ -68,8 +68,12 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
         asyncio.run(_send(stack.url("ingest"), events[:half], keys))
         # Kill while the matcher is still working through the first half.
         stack.kill("matcher")
-        asyncio.run(_send(stack.url("ingest"), events[half:], keys))
+        # Restart once the broker has dropped the killed member: a rebalance that evicts it
+        # during the new worker's table recovery can leave faust-streaming 0.15 with a
+        # partition it never fetches (seen about one run in three; docs/rules.md).
+        wait_for(lambda: _group_is_empty(stack), "the group to drop the killed matcher")
         stack.start("matcher")
+        asyncio.run(_send(stack.url("ingest"), events[half:], keys))
         wait_for(lambda: stored() == want or None, "every expected contribution", timeout=180)
 
     rows = asyncio.run(
@@ -91,3 +95,20 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
         )
     )
     assert extra == [(0,)]
+
+
+def _group_is_empty(stack: HubStack) -> bool:
+    """True once the broker has no member left in the matcher's consumer group."""
+
+    async def describe() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_consumer_groups([stack.hub_settings.matcher_app_id])
+            # Each group: (error code, group id, state, protocol type, protocol, members).
+            (group,) = response.groups
+            return not group[5]
+        finally:
+            await admin.close()
+
+    return asyncio.run(describe())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 
-from services.cli.stack import HubStack, PartnerAccount
+from services.cli.stack import HubStack, PartnerAccount, TeamAccount
 from services.shared.events import EventType
 from services.shared.topics import source_topic
 
@@ -33,6 +35,30 @@ PARTNERS = [
 ]
 
 
+#: Enschede teams with different purposes, and a team of another municipality.
+DEBT_TEAM = TeamAccount(
+    "schuldhulp-enschede",
+    ("GM0153",),
+    ("debt-help", "integrated-approach"),
+    "schuldhulp-1",
+    "token-schuldhulp",
+)
+CARE_TEAM = TeamAccount(
+    "zorg-enschede", ("GM0153",), ("care", "integrated-approach"), "zorg-1", "token-zorg"
+)
+DEBT_ONLY_TEAM = TeamAccount(
+    "vroegsignalering-enschede", ("GM0153",), ("debt-help",), "vroeg-1", "token-vroeg"
+)
+HENGELO_TEAM = TeamAccount(
+    "wijkteam-hengelo",
+    ("GM0164",),
+    ("debt-help", "care", "integrated-approach"),
+    "hengelo-1",
+    "token-hengelo",
+)
+TEAMS = [DEBT_TEAM, CARE_TEAM, DEBT_ONLY_TEAM, HENGELO_TEAM]
+
+
 @dataclass
 class Hub:
     stack: HubStack
@@ -45,46 +71,80 @@ class Hub:
             headers={"Authorization": f"Bearer {key}"},
         )
 
-    def team_get(self, path: str) -> httpx.Response:
+    def team_get(self, path: str, token: str | None = None) -> httpx.Response:
         return self.client.get(
             f"{self.stack.url('notifier')}{path}",
-            headers={"Authorization": f"Bearer {self.stack.team_token}"},
+            headers={"Authorization": f"Bearer {token or self.stack.team_token}"},
         )
+
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs `hub ARGS` as an operator would, against this stack; its log goes to a file."""
+        with (self.stack.workdir / "cli.log").open("a") as log:
+            return subprocess.run(
+                [sys.executable, "-m", "services.cli.main", *args],
+                env={**self.stack.env(), "HUB_LOG_LEVEL": "INFO", **(env or {})},
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                timeout=120,
+                check=False,
+            )
 
     def query(self, sql: str, **params: Any) -> list[Any]:
         return asyncio.run(query(self.stack.database_url, sql, params))
+
+    def execute(self, sql: str, **params: Any) -> None:
+        """Runs and commits a change, as an operator at the database would."""
+        asyncio.run(query(self.stack.database_url, sql, params, commit=True))
 
     def end_offsets(self) -> dict[str, int]:
         return asyncio.run(_end_offsets(self.stack))
 
 
-async def query(database_url: str, sql: str, params: dict[str, Any]) -> list[Any]:
+async def query(
+    database_url: str, sql: str, params: dict[str, Any], commit: bool = False
+) -> list[Any]:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as conn:
-            return list((await conn.execute(text(sql), params)).all())
+            result = await conn.execute(text(sql), params)
+            rows = list(result.all()) if result.returns_rows else []
+            if commit:
+                await conn.commit()
+            return rows
     finally:
         await engine.dispose()
 
 
 async def _end_offsets(stack: HubStack) -> dict[str, int]:
+    settings = stack.hub_settings
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka)
     await consumer.start()
     try:
-        await consumer.topics()  # fetches metadata for every topic
+        # The partition count the topics were created with: an unassigned consumer's
+        # metadata does not list a topic's partitions.
         result = {}
         for event_type in EventType:
-            topic = source_topic(stack.hub_settings, event_type)
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
-            ]
+            topic = source_topic(settings, event_type)
+            partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
             ends = await consumer.end_offsets(partitions)
             result[topic] = sum(ends.values())
         return result
     finally:
         await consumer.stop()
+
+
+def alerts_of(hub: Hub, event_id: str) -> list[Any]:
+    """(alert_id, rule_id, version, municipality_code, deadline) of alerts holding the event."""
+    return hub.query(
+        "select a.alert_id, a.rule_id, a.version, a.municipality_code, a.deadline "
+        "from alerts a join alert_contributions c using (alert_id) where c.event_id = :e",
+        e=event_id,
+    )
 
 
 def wait_for(probe: Callable[[], T | None], what: str, timeout: float = WAIT_S) -> T:
@@ -142,6 +202,7 @@ def start_stack(kafka: str, database_url: str, workdir: Path) -> HubStack:
         kafka=kafka,
         database_url=database_url,
         partners=PARTNERS,
+        teams=TEAMS,
         pseudonym_secret=f"integration-{uuid.uuid4().hex}",  # fresh households each session
         topic_prefix=prefix,
         workdir=workdir / prefix,

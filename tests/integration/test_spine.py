@@ -6,17 +6,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.fixtures import Hub, base_event, debt_signal, new_address, wait_for
+from tests.integration.fixtures import (
+    Hub,
+    alerts_of,
+    base_event,
+    debt_signal,
+    new_address,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def alerts_of(hub: Hub, event_id: str) -> list[Any]:
-    return hub.query(
-        "select a.alert_id, a.rule_id, a.version, a.municipality_code, a.deadline "
-        "from alerts a join alert_contributions c using (alert_id) where c.event_id = :e",
-        e=event_id,
-    )
 
 
 def contributions(hub: Hub, alert_id: str) -> list[str]:
@@ -153,6 +152,8 @@ def test_partner_may_only_publish_its_own_types_and_bsn_rights(hub: Hub) -> None
     assert hub.post("debt-signal", with_bsn, "no-such-key").status_code == 401
     assert hub.end_offsets() == before
     assert hub.post("debt-signal", with_bsn, "key-zorg").status_code == 202
+    # The control: an accepted event does move the offsets the rejections left alone.
+    assert sum(hub.end_offsets().values()) == sum(before.values()) + 1
 
 
 def test_every_service_reports_health_readiness_and_metrics(hub: Hub) -> None:

@@ -14,6 +14,7 @@ from services.shared.identity import (
     event_id,
     normalise_address,
     normalise_postcode,
+    parse_house_number,
 )
 
 
@@ -41,13 +42,65 @@ def test_pseudonym_is_keyed_and_versioned() -> None:
     one = Pseudonymiser(PseudonymSettings(pseudonym_secret=SecretStr("a" * 32)))
     other = Pseudonymiser(PseudonymSettings(pseudonym_secret=SecretStr("b" * 32)))
     rotated = Pseudonymiser(
-        PseudonymSettings(pseudonym_secret=SecretStr("a" * 32), pseudonym_version=2)
+        PseudonymSettings(
+            pseudonym_secret=SecretStr("c" * 32),
+            pseudonym_version=2,
+            pseudonym_previous_secrets={1: SecretStr("a" * 32)},
+        )
     )
     assert one.household(address) == one.household(normalise_address("7511 ab", 12, "", ""))
     assert one.household(address) != other.household(address)
     assert one.household(address).startswith("hh1-")
     assert rotated.household(address).startswith("hh2-")
     assert "7511" not in one.household(address)
+    # A rotation re-keys a stored pseudonym without the address, to what ingest now computes.
+    assert rotated.rekey(one.household(address)) == rotated.household(address)
+    assert rotated.rekey(one.person("111222333")) == rotated.person("111222333")
+    with pytest.raises(ValueError, match="version 1"):
+        rotated.rekey(rotated.household(address))
+
+
+def test_a_new_version_needs_every_earlier_secret() -> None:
+    with pytest.raises(ConfigurationError, match="version\\(s\\) 1, 2"):
+        PseudonymSettings(pseudonym_secret=SecretStr("c" * 32), pseudonym_version=3)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("12a", (12, "A", "")),
+        ("12 A", (12, "A", "")),
+        ("12-a", (12, "A", "")),
+        ("12 bis", (12, "", "BIS")),
+        ("12-II", (12, "", "II")),
+        ("12 hs", (12, "", "HS")),
+        ("12-HS", (12, "", "HS")),
+        ("12A-3", (12, "A", "3")),
+        (" 7 ", (7, "", "")),
+    ],
+)
+def test_written_house_numbers_split_the_dutch_way(
+    written: str, expected: tuple[int, str, str]
+) -> None:
+    assert parse_house_number(written) == expected
+
+
+def test_spellings_of_one_address_make_one_household() -> None:
+    pseudonyms = Pseudonymiser(PseudonymSettings())
+    same = {
+        pseudonyms.household(normalise_address("7511 ab", *parse_house_number(written)))
+        for written in ("12a", "12 A", "12-a")
+    }
+    assert len(same) == 1
+    assert pseudonyms.household(normalise_address("7511AB", 12, "A", None)) in same
+    hs = pseudonyms.household(normalise_address("7511AB", *parse_house_number("12 hs")))
+    assert hs not in same
+
+
+@pytest.mark.parametrize("written", ["", "a12", "12 toolong", "12 #"])
+def test_unreadable_house_numbers_are_refused(written: str) -> None:
+    with pytest.raises(ValueError, match="house number"):
+        parse_house_number(written)
 
 
 def test_production_refuses_the_development_secret() -> None:

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import ARRAY, Date, DateTime, ForeignKey, Integer, String, Text, func
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -34,6 +48,14 @@ class Alert(Base):
     deadline_rule: Mapped[str] = mapped_column(String(64))
     domains: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     explanation: Mapped[str] = mapped_column(Text)
+    #: How domains a team may not see appear: "mention" ("another domain is involved") or "hide".
+    undisclosed_domains: Mapped[str] = mapped_column(
+        String(16), default="mention", server_default="mention"
+    )
+    outcome: Mapped[str | None] = mapped_column(String(48))
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set when retention or erasure removed the alert's personal details for good.
+    details_removed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     first_stored_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -63,3 +85,86 @@ class Contribution(Base):
     amount_band: Mapped[str | None] = mapped_column(String(32))
 
     alert: Mapped[Alert] = relationship(back_populates="contributions")
+
+
+#: Data keys live in their own schema so data backups can leave them out (docs/privacy.md):
+#: a restored backup of the data then cannot bring back what an erasure shredded.
+KEYRING_SCHEMA = "keyring"
+
+
+class HouseholdKey(Base):
+    """A household's data key, wrapped by the master key. Deleting the row shreds its details."""
+
+    __tablename__ = "household_keys"
+    __table_args__ = {"schema": KEYRING_SCHEMA}  # noqa: RUF012 (SQLAlchemy reads it)
+
+    household_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(36), unique=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ContactDetail(Base):
+    """The encrypted contact details that came with one event; metadata in clear, no identity."""
+
+    __tablename__ = "contact_details"
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(32))
+    domain: Mapped[str] = mapped_column(String(32))
+    event_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class AccessLogEntry(Base):
+    """One view of an alert's personal details. Append-only: a trigger refuses change."""
+
+    __tablename__ = "access_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+    member_id: Mapped[str] = mapped_column(String(64))
+    team_id: Mapped[str] = mapped_column(String(64))
+    alert_id: Mapped[str] = mapped_column(String(36), index=True)
+    household_id: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    domains: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    action: Mapped[str] = mapped_column(String(32))
+
+
+class PrivacyRun(Base):
+    """What a purge, erasure or rotation did: counts, ids and reason; never personal data."""
+
+    __tablename__ = "privacy_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    reference: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class PseudonymLink(Base):
+    """A household pseudonym of an old secret version and its successor after a rotation."""
+
+    __tablename__ = "pseudonym_links"
+
+    old_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    new_id: Mapped[str] = mapped_column(String(64), index=True)
+    to_version: Mapped[int] = mapped_column(Integer)
+    linked_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

@@ -1,0 +1,1 @@
+"""Tools of the privacy officer: audit scan, retention purge, erasure, access log."""

@@ -1,0 +1,73 @@
+"""Envelope encryption of contact details: an AES-GCM data key per household, master-key wrapped.
+
+Destroying a household's wrapped data key makes every copy of its contact details
+unreadable (crypto-shredding), in the database and in any backup of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, ConfigDict
+
+from services.shared.config import VaultSettings
+from services.shared.errors import DecryptionFailed
+
+_NONCE_BYTES = 12
+
+
+class ContactDetails(BaseModel):
+    """What a wijkteam needs for an outreach visit. Only ever stored encrypted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    birth_date: dt.date
+    phone: str | None = None
+    street: str
+    house_number: int
+    house_letter: str | None = None
+    house_number_addition: str | None = None
+    postcode: str
+    city: str
+
+
+def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _open(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    try:
+        return AESGCM(key).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad)
+    except (InvalidTag, ValueError) as exc:
+        raise DecryptionFailed("ciphertext does not open with this key") from exc
+
+
+class Vault:
+    """Makes, wraps and uses data keys. The master key never leaves this object."""
+
+    def __init__(self, settings: VaultSettings) -> None:
+        self._master = settings.master_key_bytes()
+        self.master_key_id = settings.master_key_id
+
+    def new_data_key(self, key_id: str) -> tuple[bytes, bytes]:
+        """A fresh data key and its wrapped form; `key_id` binds the wrapping to its row."""
+        data_key = AESGCM.generate_key(bit_length=256)
+        return data_key, _seal(self._master, data_key, f"data-key:{key_id}".encode())
+
+    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        return _open(self._master, wrapped, f"data-key:{key_id}".encode())
+
+    @staticmethod
+    def seal_contact(data_key: bytes, event_id: str, details: ContactDetails) -> bytes:
+        return _seal(data_key, details.model_dump_json().encode(), f"contact:{event_id}".encode())
+
+    @staticmethod
+    def open_contact(data_key: bytes, event_id: str, sealed: bytes) -> ContactDetails:
+        plaintext = _open(data_key, sealed, f"contact:{event_id}".encode())
+        return ContactDetails.model_validate(json.loads(plaintext))

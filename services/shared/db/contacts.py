@@ -1,0 +1,123 @@
+"""Stores and reads households' encrypted contact details and their wrapped data keys.
+
+Ingest stores (it never reads back); the notifier reads, for a team member entitled to see.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.shared.crypto import ContactDetails, Vault
+from services.shared.db.models import ContactDetail, HouseholdKey
+from services.shared.errors import DecryptionFailed
+
+
+@dataclass(frozen=True)
+class StoredContact:
+    event_id: str
+    event_type: str
+    domain: str
+    event_date: dt.date
+    details: ContactDetails
+
+
+async def _data_key(session: AsyncSession, vault: Vault, household_id: str) -> tuple[str, bytes]:
+    """The household's data key, made on first use; concurrent first uses agree on one.
+
+    The row is read FOR SHARE, so a retention purge cannot shred the key between this read
+    and the insert of the details it seals; a key shredded just before is made anew.
+    """
+    while True:
+        key_id = str(uuid.uuid4())
+        _, wrapped = vault.new_data_key(key_id)
+        await session.execute(
+            insert(HouseholdKey)
+            .values(
+                household_id=household_id,
+                key_id=key_id,
+                wrapped_key=wrapped,
+                master_key_id=vault.master_key_id,
+            )
+            .on_conflict_do_nothing(index_elements=[HouseholdKey.household_id])
+        )
+        row = (
+            await session.execute(
+                select(HouseholdKey.key_id, HouseholdKey.wrapped_key)
+                .where(HouseholdKey.household_id == household_id)
+                .with_for_update(read=True)
+            )
+        ).one_or_none()
+        if row is not None:
+            return row.key_id, vault.unwrap(row.key_id, row.wrapped_key)
+
+
+async def store_contact(
+    session: AsyncSession,
+    vault: Vault,
+    *,
+    household_id: str,
+    event_id: str,
+    event_type: str,
+    domain: str,
+    event_date: dt.date,
+    details: ContactDetails,
+) -> None:
+    """Encrypts and stores one event's contact details; a re-sent event changes nothing."""
+    key_id, data_key = await _data_key(session, vault, household_id)
+    await session.execute(
+        insert(ContactDetail)
+        .values(
+            event_id=event_id,
+            household_id=household_id,
+            key_id=key_id,
+            event_type=event_type,
+            domain=domain,
+            event_date=event_date,
+            sealed=Vault.seal_contact(data_key, event_id, details),
+        )
+        .on_conflict_do_nothing(index_elements=[ContactDetail.event_id])
+    )
+
+
+async def open_contacts(
+    session: AsyncSession, vault: Vault, household_id: str, event_ids: Iterable[str]
+) -> list[StoredContact]:
+    """Decrypts the contact details stored with `event_ids`, newest event first.
+
+    Raises DecryptionFailed when the household's data key is gone (erased or shredded).
+    """
+    rows = (
+        await session.scalars(
+            select(ContactDetail)
+            .where(
+                ContactDetail.household_id == household_id,
+                ContactDetail.event_id.in_(list(event_ids)),
+            )
+            .order_by(ContactDetail.event_date.desc(), ContactDetail.event_id)
+        )
+    ).all()
+    if not rows:
+        return []
+    key = await session.get(HouseholdKey, household_id)
+    if key is None:
+        raise DecryptionFailed("the household's data key no longer exists")
+    data_key = vault.unwrap(key.key_id, key.wrapped_key)
+    # Rows sealed under an earlier, shredded key of the household stay unreadable.
+    return [
+        StoredContact(
+            r.event_id,
+            r.event_type,
+            r.domain,
+            r.event_date,
+            Vault.open_contact(data_key, r.event_id, r.sealed),
+        )
+        for r in rows
+        if r.key_id == key.key_id
+    ]
