@@ -17,7 +17,10 @@ from services.shared.logging import configure_logging
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-app = typer.Typer(help="Twente household signal hub.", no_args_is_help=True)
+# Tracebacks without local variables: a command's arguments can be an address (erase).
+app = typer.Typer(
+    help="Twente household signal hub.", no_args_is_help=True, pretty_exceptions_show_locals=False
+)
 topics_app = typer.Typer(help="Kafka topics of the hub.", no_args_is_help=True)
 db_app = typer.Typer(help="The hub's PostgreSQL database.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")

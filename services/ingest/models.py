@@ -159,6 +159,13 @@ class Address(_Strict):
     def _postcode(cls, value: str) -> str:
         return normalise_postcode(value)
 
+    @field_validator("house_number_addition")
+    @classmethod
+    def _addition(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_house_number(f"1 {value}")  # refuses what no Dutch addition looks like
+        return value
+
     @field_validator("street", "city")
     @classmethod
     def _name(cls, value: str) -> str:

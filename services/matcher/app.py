@@ -24,6 +24,7 @@ from services.shared.events import (
     PRIVACY_COMMAND_SCHEMA_NAME,
     EventType,
 )
+from services.shared.identity import alert_id
 from services.shared.logging import get_logger
 from services.shared.topics import (
     HOUSEHOLDS_TABLE,
@@ -147,9 +148,9 @@ def create_app(settings: MatcherSettings) -> faust.App:
         state = households.get(household_id)
         if kind == "MERGE":
             merged = state or empty_state()
-            merge(merged, json.loads(command["state_json"]))
+            joined = merge(merged, json.loads(command["state_json"]))
             # Events that arrived under the new pseudonym first now meet the moved ones.
-            outcome = engine.evaluate(household_id, merged)
+            outcome = engine.evaluate(household_id, merged, also=joined)
             households[household_id] = merged
             await publish(household_id, outcome)
         elif state is None:
@@ -157,16 +158,16 @@ def create_app(settings: MatcherSettings) -> faust.App:
         elif kind == "ERASE":
             del households[household_id]
         elif kind == "PURGE":
+            # The state stays even when empty: its cutoffs keep a re-sent expired event out.
             removed = purge(state, command["cutoffs"])
-            if not state["events"] and not state["alerts"]:
-                del households[household_id]
-            else:
-                households[household_id] = state
+            households[household_id] = state
             metrics.EVENTS_PURGED.inc(removed)
         elif kind == "REKEY":
             new_id: str = command["new_household_id"]
-            del households[household_id]
-            await commands.send(
+            for rule_id, alert in state["alerts"].items():
+                # Keep the id the team knows: it was derived from the old pseudonym.
+                alert.setdefault("alert_id", alert_id(household_id, rule_id, alert["episode"]))
+            delivery = await commands.send(
                 key=new_id.encode(),
                 value=codec.encode(
                     PRIVACY_COMMAND_SCHEMA_NAME,
@@ -179,6 +180,9 @@ def create_app(settings: MatcherSettings) -> faust.App:
                     },
                 ),
             )
+            # Deleted only once MERGE is on the broker: a crash in between replays REKEY.
+            await delivery
+            del households[household_id]
         metrics.PRIVACY_COMMANDS.labels(kind).inc()
         log.info("privacy.command_applied", kind=kind, command_id=command["command_id"])
 

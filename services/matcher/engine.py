@@ -71,8 +71,13 @@ class Engine:
         self._prune(state)
         return outcome
 
-    def evaluate(self, household_id: str, state: State) -> Outcome:
-        """Runs every rule over the state's facts; raises or escalates alerts in place."""
+    def evaluate(
+        self, household_id: str, state: State, also: frozenset[str] | set[str] = frozenset()
+    ) -> Outcome:
+        """Runs every rule over the state's facts; raises or escalates alerts in place.
+
+        Alerts of the rules in `also` are published even when they did not grow here.
+        """
         events: dict[str, Any] = state["events"]
         facts = [Fact.from_json(f) for f in events.values()]
         published: list[dict[str, Any]] = []
@@ -81,6 +86,10 @@ class Engine:
         for rule in self.rules:
             qualifying = rule.qualifying(facts)
             if not qualifying:
+                if rule.id in also:
+                    published.append(
+                        self._record(household_id, rule.id, state["alerts"][rule.id], events)
+                    )
                 continue
             alert = state["alerts"].get(rule.id)
             raised_on = rule.raised_on([f for f in facts if f.event_id in qualifying])
@@ -103,6 +112,8 @@ class Engine:
                 alert["raised_on"] = min(alert["raised_on"], raised_on.isoformat())
                 escalated.append(rule.id)
             published.append(self._record(household_id, rule.id, alert, events))
+        for rule_id in sorted(set(also) - {a["rule_id"] for a in published}):
+            published.append(self._record(household_id, rule_id, state["alerts"][rule_id], events))
         return Outcome(False, published, raised, escalated)
 
     def _prune(self, state: State) -> None:
@@ -177,14 +188,19 @@ def purge(state: State, cutoffs: dict[str, str]) -> int:
     return len(expired)
 
 
-def merge(into: State, moved: State) -> None:
-    """Joins the state of a household's previous pseudonym into its current one (rotation)."""
+def merge(into: State, moved: State) -> set[str]:
+    """Joins the state of a household's previous pseudonym into its current one (rotation).
+
+    Returns the rules whose alerts were joined: they have a new version to publish.
+    """
     into["events"].update(moved["events"])
+    joined: set[str] = set()
     for rule_id, alert in moved["alerts"].items():
         current = into["alerts"].get(rule_id)
         if current is None:
             into["alerts"][rule_id] = alert
             continue
+        joined.add(rule_id)
         current["event_ids"] = sorted(set(current["event_ids"]) | set(alert["event_ids"]))
         current["version"] = max(current["version"], alert["version"]) + 1
         current["raised_on"] = min(current["raised_on"], alert["raised_on"])
@@ -193,3 +209,4 @@ def merge(into: State, moved: State) -> None:
     for domain, cutoff in moved.get("cutoffs", {}).items():
         known = into.setdefault("cutoffs", {})
         known[domain] = max(known.get(domain, ""), cutoff)
+    return joined

@@ -41,7 +41,8 @@ async def upsert_alert(session: AsyncSession, alert: dict[str, Any]) -> bool:
         .values(alert_id=alert["alert_id"], **values)
         .on_conflict_do_update(
             index_elements=[Alert.alert_id],
-            set_={**values, "updated_at": func.now()},
+            # A newer version comes with new events and their details: no longer removed.
+            set_={**values, "updated_at": func.now(), "details_removed_at": None},
             where=Alert.version < alert["version"],
         )
         .returning(Alert.alert_id)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from services.privacy.commands import CommandSender, record_run
 from services.shared.db.models import Alert, ContactDetail, HouseholdKey, PseudonymLink
@@ -28,7 +29,7 @@ class ErasureReport:
     pseudonyms: int
     keys_destroyed: int
     contacts_deleted: int
-    alerts_deleted: list[str]
+    alerts_deleted: int
     matcher_commands: int
 
     def to_json(self) -> dict[str, Any]:
@@ -52,51 +53,34 @@ async def linked_pseudonyms(session: AsyncSession, household_ids: list[str]) -> 
         known = grown
 
 
+async def _delete(
+    session: AsyncSession, model: Any, returned: InstrumentedAttribute[str], ids: set[str]
+) -> list[str]:
+    statement = delete(model).where(model.household_id.in_(ids)).returning(returned)
+    return list(await session.scalars(statement))
+
+
 async def erase(
     session: AsyncSession, sender: CommandSender, household_ids: list[str], reference: str
 ) -> ErasureReport:
     """Runs inside the caller's transaction; the caller commits."""
     started_at = dt.datetime.now(dt.UTC)
     ids = await linked_pseudonyms(session, household_ids)
-    keys = len(
-        list(
-            await session.scalars(
-                delete(HouseholdKey)
-                .where(HouseholdKey.household_id.in_(ids))
-                .returning(HouseholdKey.key_id)
-            )
-        )
-    )
-    contacts = len(
-        list(
-            await session.scalars(
-                delete(ContactDetail)
-                .where(ContactDetail.household_id.in_(ids))
-                .returning(ContactDetail.event_id)
-            )
-        )
-    )
-    alerts = list(
-        await session.scalars(
-            delete(Alert).where(Alert.household_id.in_(ids)).returning(Alert.alert_id)
-        )
-    )
-    commands = await sender.send("ERASE", sorted(ids), f"erasure request {reference}")
+    keys = await _delete(session, HouseholdKey, HouseholdKey.key_id, ids)
+    contacts = await _delete(session, ContactDetail, ContactDetail.event_id, ids)
+    alerts = await _delete(session, Alert, Alert.alert_id, ids)
+    # The command names the household for a week on the topic: it carries no reference.
+    commands = await sender.send("ERASE", sorted(ids), "erasure")
     report = ErasureReport(
         reference=reference,
         pseudonyms=len(ids),
-        keys_destroyed=keys,
-        contacts_deleted=contacts,
-        alerts_deleted=sorted(alerts),
+        keys_destroyed=len(keys),
+        contacts_deleted=len(contacts),
+        alerts_deleted=len(alerts),
         matcher_commands=commands,
     )
-    # The household's pseudonym is not recorded: the erasure must not leave a handle on it.
+    # Counts only: neither the pseudonym nor alert ids (which the access log ties to the
+    # pseudonym) are recorded, so the request reference leads back to no household.
     record_run(session, "erase", started_at, report.to_json(), reference=reference)
-    log.info(
-        "privacy.erased",
-        reference=reference,
-        keys_destroyed=keys,
-        contacts_deleted=contacts,
-        alert_ids=report.alerts_deleted,
-    )
+    log.info("privacy.erased", **report.to_json())
     return report

@@ -61,12 +61,14 @@ async def purge(
         )
     )
 
-    closed_days = case(
-        *(
-            (Alert.outcome == outcome, days)
-            for outcome, days in settings.retention_closed_alert_days.items()
-        ),
-        else_=settings.retention_closed_alert_default_days,
+    per_outcome = settings.retention_closed_alert_days
+    closed_days: Any = (
+        case(
+            *((Alert.outcome == outcome, days) for outcome, days in per_outcome.items()),
+            else_=settings.retention_closed_alert_default_days,
+        )
+        if per_outcome
+        else settings.retention_closed_alert_default_days
     )
     as_of_start = dt.datetime.combine(as_of, dt.time(), dt.UTC)
     alerts_expired = list(
@@ -121,7 +123,14 @@ async def purge(
         )
     )
     if orphans:
-        await session.execute(delete(HouseholdKey).where(HouseholdKey.household_id.in_(orphans)))
+        # Checked again while the rows are locked: an ingest that stored details after this
+        # statement's snapshot keeps its key.
+        await session.execute(
+            delete(HouseholdKey).where(
+                HouseholdKey.household_id.in_(orphans),
+                ~exists().where(ContactDetail.household_id == HouseholdKey.household_id),
+            )
+        )
 
     await sender.send("PURGE", households, "retention", cutoffs=limits)
     report = PurgeReport(

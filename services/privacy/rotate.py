@@ -41,7 +41,11 @@ async def rotate(
     """Runs inside the caller's transaction; the caller commits."""
     started_at = dt.datetime.now(dt.UTC)
     previous = f"hh{pseudonyms.version - 1}-"
-    known = list(await session.scalars(select(HouseholdKey.household_id)))
+    known = sorted(
+        set(await session.scalars(select(HouseholdKey.household_id)))
+        | set(await session.scalars(select(ContactDetail.household_id).distinct()))
+        | set(await session.scalars(select(Alert.household_id).distinct()))
+    )
     old_ids = [h for h in known if h.startswith(previous)]
     new_ids = {old: pseudonyms.rekey(old) for old in old_ids}
     if new_ids:

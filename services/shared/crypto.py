@@ -12,7 +12,7 @@ import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.shared.config import VaultSettings
 from services.shared.errors import DecryptionFailed
@@ -23,7 +23,8 @@ _NONCE_BYTES = 12
 class ContactDetails(BaseModel):
     """What a wijkteam needs for an outreach visit. Only ever stored encrypted."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error must not echo the decrypted values it failed on.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     name: str
     birth_date: dt.date
@@ -70,4 +71,7 @@ class Vault:
     @staticmethod
     def open_contact(data_key: bytes, event_id: str, sealed: bytes) -> ContactDetails:
         plaintext = _open(data_key, sealed, f"contact:{event_id}".encode())
-        return ContactDetails.model_validate(json.loads(plaintext))
+        try:
+            return ContactDetails.model_validate(json.loads(plaintext))
+        except ValidationError:
+            raise DecryptionFailed("contact details do not fit the current model") from None

@@ -94,8 +94,9 @@ def normalise_address(
         raise ValueError("house number must be between 1 and 99999")
     letter = (house_letter or "").strip().upper()
     extra = _clean_addition(addition or "")
-    if not letter and len(extra) == 1 and extra.isalpha():
-        letter, extra = extra, ""
+    if not letter and (first := _LETTER_FIRST.match(addition or "")) is not None:
+        # `12` with addition `a-2` is the same household as `12a-2`.
+        letter, extra = first[1].upper(), _clean_addition(first[2] or first[3] or "")
     if len(letter) > 1 or (letter and not letter.isalpha()):
         raise ValueError("house letter must be a single letter")
     return NormalisedAddress(normalise_postcode(postcode), house_number, letter, extra)

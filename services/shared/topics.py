@@ -97,8 +97,10 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
         TopicSpec(
             changelog_topic(settings),
             settings.topic_partitions,
-            # Compacted only: faust-streaming mishandles `compact,delete` changelogs.
-            {"cleanup.policy": "compact"},
+            # Compacted only: faust-streaming mishandles `compact,delete` changelogs. Compacted
+            # within a week, so an erased household's old state does not linger behind its
+            # tombstone.
+            {"cleanup.policy": "compact", "max.compaction.lag.ms": str(_days_ms(7))},
             "matcher state per household (Faust table changelog), key = household pseudonym",
         )
     )

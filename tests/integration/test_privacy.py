@@ -78,6 +78,41 @@ def matcher_counter(hub: Hub, kind: str) -> float:
     return float(match[1]) if match else 0.0
 
 
+def erase_by_address(hub: Hub, address: dict[str, Any], reference: str) -> dict[str, Any]:
+    """`hub privacy erase` as the privacy officer runs it for a resident's request."""
+    result = hub.cli(
+        "privacy",
+        "erase",
+        "--postcode",
+        address["postcode"],
+        "--house-number",
+        str(address["house_number"]),
+        "--reference",
+        reference,
+        "--json",
+    )
+    assert result.returncode == 0
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def assert_only_a_crisis_alert(hub: Hub, address: dict[str, Any], day: str, **extra: Any) -> None:
+    """A crisis signal from a third creditor: if the household's earlier signals still
+    counted it would also make a Twente-match; the crisis alert is the sign it was processed."""
+    third = debt_signal(
+        address,
+        day,
+        creditor_type="ZORG",
+        creditor_name="Zorgverzekeraar 01",
+        crisis=True,
+        crisis_kind="HEALTH_INSURANCE_END",
+        **extra,
+    )
+    third_id = accepted(hub.post("debt-signal", third, "key-zorg"))
+    alert_with(hub, third_id, "debt-crisis")
+    assert [r[1] for r in alerts_of(hub, third_id)] == ["debt-crisis"]
+
+
 def multi_domain_household(hub: Hub) -> tuple[str, dict[str, str]]:
     """Debt, Wvggz and district nursing for one household, each with its own resident name."""
     address = new_address()
@@ -227,21 +262,9 @@ def test_erasure_shreds_details_tombstones_state_and_forgets_the_events(hub: Hub
     )
     assert {row[0] for row in backup} == {first, second}
 
-    result = hub.cli(
-        "privacy",
-        "erase",
-        "--postcode",
-        address["postcode"],
-        "--house-number",
-        str(address["house_number"]),
-        "--reference",
-        "AVG-2026-0042",
-        "--json",
-    )
-    assert result.returncode == 0
-    report = json.loads(result.stdout)
+    report = erase_by_address(hub, address, "AVG-2026-0042")
     assert report["keys_destroyed"] == 1 and report["contacts_deleted"] == 2
-    assert report["alerts_deleted"] == [alert_id]
+    assert report["alerts_deleted"] == 1
     for table in ("contact_details", "alerts", "keyring.household_keys"):
         assert hub.query(f"select 1 from {table} where household_id = :h", h=household) == []
     assert hub.team_get(f"/v1/alerts/{alert_id}").status_code == 404
@@ -271,17 +294,7 @@ def test_erasure_shreds_details_tombstones_state_and_forgets_the_events(hub: Hub
     wait_for(lambda: read_changelog(hub, key)[-1:] == [None], "the tombstone of the household")
 
     # A new signal from a third creditor is not a Twente-match with the erased two.
-    third = debt_signal(
-        address,
-        "2025-08-25",
-        creditor_type="ZORG",
-        creditor_name="Zorgverzekeraar 01",
-        crisis=True,
-        crisis_kind="HEALTH_INSURANCE_END",
-    )
-    third_id = accepted(hub.post("debt-signal", third, "key-zorg"))
-    alert_with(hub, third_id, "debt-crisis")
-    assert [r[1] for r in alerts_of(hub, third_id)] == ["debt-crisis"]
+    assert_only_a_crisis_alert(hub, address, "2025-08-25")
 
 
 def test_retention_purge_expires_events_alerts_and_shreds_keys(hub: Hub) -> None:
@@ -339,19 +352,8 @@ def test_retention_purge_expires_events_alerts_and_shreds_keys(hub: Hub) -> None
         ),
         "the matcher to apply the purge",
     )
-    third = debt_signal(
-        address,
-        "2019-07-10",
-        arrear_start_date="2018-12-01",
-        creditor_type="ZORG",
-        creditor_name="Zorgverzekeraar 01",
-        crisis=True,
-        crisis_kind="HEALTH_INSURANCE_END",
-    )
-    third_id = accepted(hub.post("debt-signal", third, "key-zorg"))
-    alert_with(hub, third_id, "debt-crisis")
-    assert [r[1] for r in alerts_of(hub, third_id)] == ["debt-crisis"]
-    # A re-sent expired event does not count again either.
+    assert_only_a_crisis_alert(hub, address, "2019-07-10", arrear_start_date="2018-12-01")
+    # Nor does an event dated before the cutoff that arrives after the purge.
     again = debt_signal(
         address,
         "2019-04-20",

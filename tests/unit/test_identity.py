@@ -128,3 +128,9 @@ def test_ids_are_deterministic() -> None:
     assert event_id("p", "1") != event_id("q", "1")
     assert alert_id("hh1-x", "twente-match", 1) == alert_id("hh1-x", "twente-match", 1)
     assert alert_id("hh1-x", "twente-match", 1) != alert_id("hh1-x", "twente-match", 2)
+
+
+def test_a_letter_sent_as_addition_is_the_house_letter() -> None:
+    written = normalise_address("7511AB", *parse_house_number("12a-2"))
+    assert normalise_address("7511AB", 12, None, "a-2") == written
+    assert normalise_address("7511AB", 12, None, "A") == normalise_address("7511AB", 12, "a", None)

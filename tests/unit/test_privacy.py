@@ -7,8 +7,9 @@ import datetime as dt
 import os
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
+from services.ingest.models import Address
 from services.matcher.engine import Engine, empty_state, merge, purge
 from services.matcher.facts import Fact
 from services.matcher.rules import BASELINE_RULES, Deadline, TwenteMatch
@@ -131,6 +132,34 @@ def test_a_moved_state_meets_events_that_arrived_first_under_the_new_pseudonym()
     outcome = engine.evaluate("hh2-x", new)
     assert [a["rule_id"] for a in outcome.alerts] == ["twente-match"]
     assert {c["event_id"] for c in outcome.alerts[0]["contributions"]} == {"a", "b"}
+
+
+def test_when_both_pseudonyms_have_an_alert_the_joined_one_is_published() -> None:
+    engine = Engine(BASELINE_RULES)
+    old, new = empty_state(), empty_state()
+    for event_id, day, creditor in (("a", "2025-03-01", "huur"), ("b", "2025-03-02", "energie")):
+        engine.apply("hh1-x", old, _fact(event_id, day, creditor))
+    for event_id, day, creditor in (("c", "2025-03-05", "water"), ("d", "2025-03-06", "duo")):
+        engine.apply("hh2-x", new, _fact(event_id, day, creditor))
+    old_id = old["alerts"]["twente-match"]["alert_id"]
+    outcome = engine.evaluate("hh2-x", new, also=merge(new, old))
+    (alert,) = outcome.alerts
+    assert alert["alert_id"] == old_id  # the alert the team already works on
+    assert {c["event_id"] for c in alert["contributions"]} == {"a", "b", "c", "d"}
+    assert alert["version"] == 2  # newer than either stored version, so the notifier takes it
+
+
+def test_an_addition_no_dutch_address_has_is_refused_at_the_boundary() -> None:
+    with pytest.raises(ValidationError, match="house number"):
+        Address.model_validate(
+            {
+                "street": "Kerkstraat",
+                "house_number": 12,
+                "house_number_addition": "a.b",
+                "postcode": "7511AB",
+                "city": "Enschede",
+            }
+        )
 
 
 def _alert(undisclosed: str) -> Alert:
