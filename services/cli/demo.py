@@ -191,6 +191,10 @@ def run_demo(
         "events_per_second_ingested": round(len(events) / send_seconds),
         "elapsed_seconds": round(time.monotonic() - started, 1),
         "team_api": f"{notifier}/v1/alerts",
+        # With --kafka and --database-url the data outlives the run: `hub privacy scan` reads
+        # it again with HUB_TOPIC_PREFIX and HUB_MATCHER_APP_ID set to these.
+        "topic_prefix": stack.topic_prefix,
+        "matcher_app_id": stack.hub_settings.matcher_app_id,
         "privacy_scan": scan,
     }
     if not quiet:
