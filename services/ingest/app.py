@@ -6,8 +6,6 @@ event type and FastAPI reads their annotations at run time.
 
 import asyncio
 import datetime as dt
-import hashlib
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
@@ -34,6 +32,7 @@ from services.shared.http import operations_router
 from services.shared.identity import Pseudonymiser
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
+from services.shared.tokens import TokenIndex
 from services.shared.topics import source_topic
 
 log = get_logger("hub.ingest")
@@ -54,22 +53,6 @@ class Rejected(BaseModel):
     errors: list[FieldProblem]
 
 
-class _Partners:
-    """Looks a partner up by API key; keys are compared as SHA-256 digests in constant time."""
-
-    def __init__(self, partners: list[PartnerKey]) -> None:
-        self._by_digest = {
-            hashlib.sha256(p.api_key.get_secret_value().encode()).digest(): p for p in partners
-        }
-
-    def find(self, api_key: str) -> PartnerKey | None:
-        digest = hashlib.sha256(api_key.encode()).digest()
-        for known, partner in self._by_digest.items():
-            if hmac.compare_digest(known, digest):
-                return partner
-        return None
-
-
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p != "body"]
     return ".".join(parts) or "body"
@@ -78,7 +61,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def create_app(settings: IngestSettings) -> FastAPI:
     codec = AvroCodec(settings.schemas_dir)
     pseudonyms = Pseudonymiser(settings)
-    partners = _Partners(settings.ingest_partners)
+    partners = TokenIndex((p.api_key, p) for p in settings.ingest_partners)
     producer_box: dict[str, AIOKafkaProducer] = {}
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +9,7 @@ from services.notifier.settings import Team
 from services.shared.db.models import Alert
 from services.shared.events import DOMAIN_NL
 from services.shared.purposes import disclosed_domains
+from services.shared.tokens import TokenIndex
 
 
 @dataclass(frozen=True)
@@ -29,22 +28,9 @@ class Member:
         )
 
 
-class TeamDirectory:
-    """Finds a member by token; tokens are compared as SHA-256 digests in constant time."""
-
-    def __init__(self, teams: list[Team]) -> None:
-        self._by_digest = {
-            hashlib.sha256(m.api_key.get_secret_value().encode()).digest(): Member(m.member_id, t)
-            for t in teams
-            for m in t.members
-        }
-
-    def find(self, token: str) -> Member | None:
-        digest = hashlib.sha256(token.encode()).digest()
-        for known, member in self._by_digest.items():
-            if hmac.compare_digest(known, digest):
-                return member
-        return None
+def team_directory(teams: list[Team]) -> TokenIndex[Member]:
+    """Every member of every team, found by bearer token."""
+    return TokenIndex((m.api_key, Member(m.member_id, t)) for t in teams for m in t.members)
 
 
 def present(alert: Alert, team: Team) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier import metrics
-from services.notifier.access import Member, TeamDirectory, present
+from services.notifier.access import Member, present, team_directory
 from services.notifier.consumer import AlertConsumer
 from services.notifier.settings import NotifierSettings
 from services.shared.avro import AvroCodec
@@ -101,7 +101,7 @@ class ContactPage(BaseModel):
 def create_app(settings: NotifierSettings) -> FastAPI:
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)
-    teams = TeamDirectory(settings.notifier_teams)
+    teams = team_directory(settings.notifier_teams)
     vault = Vault(settings)
     state: dict[str, AlertConsumer] = {}
 
