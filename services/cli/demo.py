@@ -15,7 +15,9 @@ import secrets
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from services.cli.stack import SERVICES, HubStack, accounts
 from services.cli.synthetic import Generator, SyntheticEvent, municipality_name
 from services.ingest.models import MODELS
 from services.ingest.records import build_record
-from services.matcher.engine import Engine, empty_state
+from services.matcher.engine import Engine, Outcome, State, empty_state
 from services.matcher.facts import Fact
 from services.matcher.rules import BASELINE_RULES
 from services.shared.config import PseudonymSettings
@@ -41,13 +43,24 @@ SEND_CONCURRENCY = 24
 ALERT_WAIT_S = 300.0
 
 
-def expected_alerts(
-    events: list[SyntheticEvent], pseudonyms: Pseudonymiser
-) -> dict[str, dict[str, Any]]:
-    """Runs the matcher's rule engine over the events here: alert id -> final alert."""
+@dataclass(frozen=True)
+class Replayed:
+    """One synthetic event as ingest publishes it, and what the matcher made of it."""
+
+    schema_name: str
+    record: dict[str, Any]
+    outcome: Outcome
+
+
+def replay(
+    events: list[SyntheticEvent],
+    pseudonyms: Pseudonymiser,
+    states: dict[str, State],
+    received_at: dt.datetime | None = None,
+) -> Iterator[Replayed]:
+    """Runs ingest's record building and the matcher's engine over the events, in this
+    process; `states` collects each household's matcher state."""
     engine = Engine(BASELINE_RULES)
-    states: dict[str, dict[str, Any]] = {}
-    alerts: dict[str, dict[str, Any]] = {}
     for event in events:
         model = MODELS[event.event_type].model_validate(event.body)
         record = build_record(
@@ -55,14 +68,24 @@ def expected_alerts(
             event.partner.partner_id,
             event.partner.partner_type,
             pseudonyms,
-            received_at=dt.datetime.now(dt.UTC),
+            received_at=received_at or dt.datetime.now(dt.UTC),
         )
         household = record["household_id"]
+        schema_name = FAMILIES[event.event_type].schema_name
         state = states.setdefault(household, empty_state())
-        fact = Fact.from_event(FAMILIES[event.event_type].schema_name, record)
-        for alert in engine.apply(household, state, fact).alerts:
-            alerts[alert["alert_id"]] = alert
-    return alerts
+        outcome = engine.apply(household, state, Fact.from_event(schema_name, record))
+        yield Replayed(schema_name, record, outcome)
+
+
+def expected_alerts(
+    events: list[SyntheticEvent], pseudonyms: Pseudonymiser
+) -> dict[str, dict[str, Any]]:
+    """Runs the matcher's rule engine over the events here: alert id -> final alert."""
+    return {
+        alert["alert_id"]: alert
+        for step in replay(events, pseudonyms, {})
+        for alert in step.outcome.alerts
+    }
 
 
 async def _send(

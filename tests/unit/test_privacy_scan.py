@@ -10,16 +10,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from services.cli.demo import replay
 from services.cli.synthetic import Generator, SyntheticEvent
-from services.ingest.models import MODELS
-from services.ingest.records import build_record
-from services.matcher.engine import Engine, empty_state
-from services.matcher.facts import Fact
-from services.matcher.rules import BASELINE_RULES
 from services.privacy.scan import Detector, Finding, Kind, ScanResult, hub_topics
 from services.shared.avro import AvroCodec
 from services.shared.config import DEFAULT_SCHEMAS_DIR, HubSettings, PseudonymSettings
-from services.shared.events import ALERT_SCHEMA_NAME, FAMILIES
+from services.shared.events import ALERT_SCHEMA_NAME
 from services.shared.identity import Pseudonymiser, bsn_is_valid
 
 TODAY = dt.date(2026, 6, 1)
@@ -141,24 +137,13 @@ def _published(events: list[SyntheticEvent]) -> dict[str, list[Any]]:
     in the Faust changelog.
     """
     pseudonyms = Pseudonymiser(PseudonymSettings(pseudonym_secret=SecretStr("s" * 32)))
-    engine = Engine(BASELINE_RULES)
     states: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
     alerts: dict[str, dict[str, Any]] = {}
-    for event in events:
-        model = MODELS[event.event_type].model_validate(event.body)
-        record = build_record(
-            model,
-            event.partner.partner_id,
-            event.partner.partner_type,
-            pseudonyms,
-            received_at=dt.datetime(2025, 12, 31, 12, tzinfo=dt.UTC),
-        )
-        schema = FAMILIES[event.event_type].schema_name
-        records.append(CODEC.decode(CODEC.encode(schema, record))[1])
-        state = states.setdefault(record["household_id"], empty_state())
-        outcome = engine.apply(record["household_id"], state, Fact.from_event(schema, record))
-        for alert in outcome.alerts:
+    received_at = dt.datetime(2025, 12, 31, 12, tzinfo=dt.UTC)
+    for step in replay(events, pseudonyms, states, received_at):
+        records.append(CODEC.decode(CODEC.encode(step.schema_name, step.record))[1])
+        for alert in step.outcome.alerts:
             alerts[alert["alert_id"]] = CODEC.decode(CODEC.encode(ALERT_SCHEMA_NAME, alert))[1]
     return {
         "records": records,
