@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +17,10 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.shared.logging import configure_logging
+
+if TYPE_CHECKING:
+    from services.privacy.commands import CommandSender
+    from services.privacy.settings import PrivacySettings
 
 T = TypeVar("T")
 
@@ -30,7 +34,7 @@ err = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
-def _settings() -> Any:
+def _settings() -> PrivacySettings:
     from services.privacy.settings import PrivacySettings
 
     settings = PrivacySettings()
@@ -38,14 +42,14 @@ def _settings() -> Any:
     return settings
 
 
-def _in_transaction(work: Callable[[AsyncSession, Any], Awaitable[T]]) -> T:
+def _in_transaction(
+    settings: PrivacySettings, work: Callable[[AsyncSession, CommandSender], Awaitable[T]]
+) -> T:
     """Runs `work(session, sender)` in one transaction, with a producer for matcher commands."""
     from services.privacy.commands import CommandSender
     from services.shared.avro import AvroCodec
     from services.shared.db.engine import make_engine, make_sessionmaker
     from services.shared.kafka import make_producer
-
-    settings = _settings()
 
     async def run() -> T:
         engine = make_engine(settings)
@@ -138,9 +142,10 @@ def purge(
     """
     from services.privacy.purge import purge as run_purge
 
+    settings = _settings()
+
     def once(day: dt.date) -> None:
-        settings = _settings()
-        report = _in_transaction(lambda s, sender: run_purge(s, sender, settings, day))
+        report = _in_transaction(settings, lambda s, sender: run_purge(s, sender, settings, day))
         _emit(report.to_json(), as_json, f"Retention purge as of {day}")
 
     once((as_of or dt.datetime.now(dt.UTC)).date())
@@ -179,7 +184,7 @@ def erase(
         ids = Pseudonymiser(settings).household_versions(address)
     else:
         raise typer.BadParameter("give --household, or --postcode with --house-number")
-    report = _in_transaction(lambda s, sender: run_erase(s, sender, ids, reference))
+    report = _in_transaction(settings, lambda s, sender: run_erase(s, sender, ids, reference))
     _emit(report.to_json(), as_json, f"Erasure {reference}")
 
 
@@ -240,7 +245,7 @@ def rotate(as_json: JsonOption = False) -> None:
     if settings.pseudonym_version < 2:
         raise typer.BadParameter("HUB_PSEUDONYM_VERSION must be the new version, 2 or higher")
     pseudonyms = Pseudonymiser(settings)
-    report = _in_transaction(lambda s, sender: run_rotate(s, sender, pseudonyms))
+    report = _in_transaction(settings, lambda s, sender: run_rotate(s, sender, pseudonyms))
     _emit(report.to_json(), as_json, f"Pseudonym rotation to version {settings.pseudonym_version}")
 
 

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.shared.errors import ConfigurationError
+from services.shared.events import EventType
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SCHEMAS_DIR = REPO_ROOT / "schemas"
@@ -54,8 +55,6 @@ class HubSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _retention_for_every_type(self) -> HubSettings:
-        from services.shared.events import EventType
-
         missing = sorted({t.value for t in EventType} - self.retention_event_days.keys())
         unknown = sorted(self.retention_event_days.keys() - {t.value for t in EventType})
         if missing or unknown or min(self.retention_event_days.values()) < 1:
