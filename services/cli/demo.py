@@ -15,7 +15,7 @@ import secrets
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +32,9 @@ from services.cli.stack import SERVICES, HubStack, accounts
 from services.cli.synthetic import Generator, SyntheticEvent, municipality_name
 from services.ingest.models import MODELS
 from services.ingest.records import build_record
-from services.matcher.engine import Engine, Outcome, State, empty_state
+from services.matcher.engine import Engine, Household, Outcome
 from services.matcher.facts import Fact
-from services.matcher.rules import BASELINE_RULES
+from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
 from services.shared.config import PseudonymSettings
 from services.shared.events import FAMILIES
 from services.shared.identity import Pseudonymiser
@@ -50,17 +50,14 @@ class Replayed:
     schema_name: str
     record: dict[str, Any]
     outcome: Outcome
+    #: The alerts the matcher publishes for this event.
+    alerts: list[dict[str, Any]]
 
 
-def replay(
-    events: list[SyntheticEvent],
-    pseudonyms: Pseudonymiser,
-    states: dict[str, State],
-    received_at: dt.datetime | None = None,
-) -> Iterator[Replayed]:
-    """Runs ingest's record building and the matcher's engine over the events, in this
-    process; `states` collects each household's matcher state."""
-    engine = Engine(BASELINE_RULES)
+def published(
+    events: list[SyntheticEvent], pseudonyms: Pseudonymiser, received_at: dt.datetime | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The records ingest publishes for the events: (schema name, record)."""
     for event in events:
         model = MODELS[event.event_type].model_validate(event.body)
         record = build_record(
@@ -70,11 +67,39 @@ def replay(
             pseudonyms,
             received_at=received_at or dt.datetime.now(dt.UTC),
         )
+        yield FAMILIES[event.event_type].schema_name, record
+
+
+def replay(
+    events: list[SyntheticEvent],
+    pseudonyms: Pseudonymiser,
+    states: dict[str, Household],
+    received_at: dt.datetime | None = None,
+) -> Iterator[Replayed]:
+    """Runs ingest's record building and the matcher's engine (with the baseline rules)
+    over the events, in this process; `states` collects each household's matcher state."""
+    engine = Engine(load_ruleset(DEFAULT_RULES_FILE).rules)
+    for schema_name, record in published(events, pseudonyms, received_at):
         household = record["household_id"]
-        schema_name = FAMILIES[event.event_type].schema_name
-        state = states.setdefault(household, empty_state())
+        state = states.setdefault(household, Household())
         outcome = engine.apply(household, state, Fact.from_event(schema_name, record))
-        yield Replayed(schema_name, record, outcome)
+        yield Replayed(
+            schema_name, record, outcome, engine.records(household, state, outcome.publish)
+        )
+
+
+def synthetic_rows(
+    seed: int, scale: float, progress: Callable[[int], None] | None = None
+) -> list[tuple[str, Fact]]:
+    """The synthetic year as the matcher sees it, under a throw-away pseudonym secret."""
+    events = Generator(seed=seed, scale=scale).events()
+    pseudonyms = Pseudonymiser(PseudonymSettings(pseudonym_secret=secrets.token_hex(32)))
+    rows = []
+    for schema_name, record in published(events, pseudonyms):
+        rows.append((record["household_id"], Fact.from_event(schema_name, record)))
+        if progress is not None:
+            progress(1)
+    return rows
 
 
 def expected_alerts(
@@ -82,9 +107,7 @@ def expected_alerts(
 ) -> dict[str, dict[str, Any]]:
     """Runs the matcher's rule engine over the events here: alert id -> final alert."""
     return {
-        alert["alert_id"]: alert
-        for step in replay(events, pseudonyms, {})
-        for alert in step.outcome.alerts
+        alert["alert_id"]: alert for step in replay(events, pseudonyms, {}) for alert in step.alerts
     }
 
 

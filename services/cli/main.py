@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from services.cli.privacy import privacy_app
+from services.cli.rules import backtest, export_app, rules_app
 from services.shared.config import DatabaseSettings, HubSettings
 from services.shared.logging import configure_logging
 
@@ -26,6 +27,9 @@ db_app = typer.Typer(help="The hub's PostgreSQL database.", no_args_is_help=True
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(rules_app, name="rules")
+app.add_typer(export_app, name="export")
+app.command()(backtest)
 err = Console(stderr=True)
 
 

@@ -1,4 +1,9 @@
-"""The matcher's Faust app: one agent over the four source topics, a per-household table."""
+"""The matcher's Faust app: one agent over the four source topics, a per-household table.
+
+The same agent reads the privacy commands and the alert outcomes: they are keyed and
+partitioned like the events, so each household's events, commands and closings are
+handled in order, one at a time.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +17,24 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.matcher import metrics
-from services.matcher.engine import Engine, Outcome, empty_state, merge, purge
+from services.matcher.engine import Engine, Household, Outcome, merge, purge
 from services.matcher.facts import Fact
-from services.matcher.rules import BASELINE_RULES
+from services.matcher.ruleset import load_ruleset
 from services.matcher.settings import MatcherSettings
 from services.shared.avro import AvroCodec
 from services.shared.errors import DecodeError
 from services.shared.events import (
+    ALERT_OUTCOME_SCHEMA_NAME,
     ALERT_SCHEMA_NAME,
     BY_SCHEMA_NAME,
     PRIVACY_COMMAND_SCHEMA_NAME,
     EventType,
 )
-from services.shared.identity import alert_id
 from services.shared.logging import get_logger
+from services.shared.outcomes import OUTCOMES
 from services.shared.topics import (
     HOUSEHOLDS_TABLE,
+    alert_outcomes_topic,
     alerts_topic,
     deadletter_topic,
     privacy_commands_topic,
@@ -36,10 +43,25 @@ from services.shared.topics import (
 
 log = get_logger("hub.matcher")
 
+#: Records on the agent's topics that are not source events.
+_CONTROL = frozenset({PRIVACY_COMMAND_SCHEMA_NAME, ALERT_OUTCOME_SCHEMA_NAME})
+
 
 def create_app(settings: MatcherSettings) -> faust.App:
     codec = AvroCodec(settings.schemas_dir)
-    engine = Engine(BASELINE_RULES)
+    ruleset = load_ruleset(settings.matcher_rules_file)
+    engine = Engine(ruleset.rules, future_tolerance_days=settings.matcher_future_tolerance_days)
+    for rule in ruleset.rules:
+        metrics.RULES_LOADED.labels(rule.id, str(rule.version), ruleset.name, ruleset.version).set(
+            1
+        )
+    log.info(
+        "matcher.rules_loaded",
+        ruleset=ruleset.name,
+        version=ruleset.version,
+        sha256=ruleset.digest,
+        rules=ruleset.versions(),
+    )
     app = faust.App(
         settings.matcher_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -59,10 +81,11 @@ def create_app(settings: MatcherSettings) -> faust.App:
         web_in_thread=False,
         table_cleanup_interval=3600.0,
     )
-    # Privacy commands share the agent with the events so each household's are in order.
+    # Privacy commands and outcomes share the agent with the events: each household's in order.
     sources = app.topic(
         *(source_topic(settings, t) for t in EventType),
         privacy_commands_topic(settings),
+        alert_outcomes_topic(settings),
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -110,7 +133,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
         except DecodeError as exc:
             await dead_letter(event, "undecodable", str(exc))
             return
-        if schema_name not in BY_SCHEMA_NAME and schema_name != PRIVACY_COMMAND_SCHEMA_NAME:
+        if schema_name not in BY_SCHEMA_NAME and schema_name not in _CONTROL:
             await dead_letter(event, "not-a-source-event", schema_name)
             return
         household_id: str = record["household_id"]
@@ -120,24 +143,51 @@ def create_app(settings: MatcherSettings) -> faust.App:
         if schema_name == PRIVACY_COMMAND_SCHEMA_NAME:
             await obey(household_id, record)
             return
+        if schema_name == ALERT_OUTCOME_SCHEMA_NAME:
+            await close(event, household_id, record)
+            return
         fact = Fact.from_event(schema_name, record)
-        state = households.get(household_id) or empty_state()
-        outcome = engine.apply(household_id, state, fact)
+        household = load(household_id) or Household()
+        outcome = engine.apply(household_id, household, fact)
+        if outcome.rejected:
+            await dead_letter(event, "future-event", outcome.rejected)
+            return
         if outcome.expired:
             metrics.EVENTS_EXPIRED.labels(fact.event_type).inc()
         elif outcome.duplicate:
             metrics.EVENTS_DUPLICATE.labels(fact.event_type).inc()
         else:
-            households[household_id] = state
+            households[household_id] = household.to_json()
             metrics.EVENTS_PROCESSED.labels(fact.event_type).inc()
-        await publish(household_id, outcome)
+        await publish(household_id, household, outcome)
 
-    async def publish(household_id: str, outcome: Outcome) -> None:
+    def load(household_id: str) -> Household | None:
+        data = households.get(household_id)
+        return Household.from_json(household_id, data) if data is not None else None
+
+    async def close(event: faust.EventT[Any], household_id: str, record: dict[str, Any]) -> None:
+        """A team closed an alert: its rule's cool-down starts (see engine.Engine.close)."""
+        if record["outcome"] not in OUTCOMES:
+            await dead_letter(event, "unknown-outcome", f"outcome {record['outcome']!r}")
+            return
+        household = load(household_id)
+        if household is None or record["rule_id"] not in engine.rule_ids:
+            return  # erased, never seen, or a rule no longer run: nothing to cool down
+        closed = engine.close(
+            household, record["rule_id"], record["alert_id"], record["closed_on"], record["outcome"]
+        )
+        if closed:
+            households[household_id] = household.to_json()
+            metrics.ALERTS_CLOSED.labels(record["rule_id"], record["outcome"]).inc()
+
+    async def publish(household_id: str, household: Household, outcome: Outcome) -> None:
         for rule_id in outcome.raised:
             metrics.ALERTS_RAISED.labels(rule_id).inc()
         for rule_id in outcome.escalated:
             metrics.ALERTS_ESCALATED.labels(rule_id).inc()
-        for alert in outcome.alerts:
+        for rule_id in outcome.suppressed:
+            metrics.ALERTS_SUPPRESSED.labels(rule_id).inc()
+        for alert in engine.records(household_id, household, outcome.publish):
             await alerts.send(
                 key=household_id.encode(), value=codec.encode(ALERT_SCHEMA_NAME, alert)
             )
@@ -145,28 +195,27 @@ def create_app(settings: MatcherSettings) -> faust.App:
     async def obey(household_id: str, command: dict[str, Any]) -> None:
         """Erase, purge or move one household's state; deleting a key writes a tombstone."""
         kind: str = command["kind"]
-        state = households.get(household_id)
+        household = load(household_id)
         if kind == "MERGE":
-            merged = state or empty_state()
-            joined = merge(merged, json.loads(command["state_json"]))
+            merged = household or Household()
+            moved = Household.from_json(household_id, json.loads(command["state_json"]))
+            joined = merge(merged, moved)
             # Events that arrived under the new pseudonym first now meet the moved ones.
             outcome = engine.evaluate(household_id, merged, also=joined)
-            households[household_id] = merged
-            await publish(household_id, outcome)
-        elif state is None:
+            households[household_id] = merged.to_json()
+            await publish(household_id, merged, outcome)
+        elif household is None:
             pass  # nothing kept for this household (already erased, purged or never seen)
         elif kind == "ERASE":
             del households[household_id]
         elif kind == "PURGE":
             # The state stays even when empty: its cutoffs keep a re-sent expired event out.
-            removed = purge(state, command["cutoffs"])
-            households[household_id] = state
+            removed = purge(household, command["cutoffs"])
+            households[household_id] = household.to_json()
             metrics.EVENTS_PURGED.inc(removed)
         elif kind == "REKEY":
+            # The alert ids stay: they were derived from the old pseudonym, the team knows them.
             new_id: str = command["new_household_id"]
-            for rule_id, alert in state["alerts"].items():
-                # Keep the id the team knows: it was derived from the old pseudonym.
-                alert.setdefault("alert_id", alert_id(household_id, rule_id, alert["episode"]))
             delivery = await commands.send(
                 key=new_id.encode(),
                 value=codec.encode(
@@ -176,7 +225,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
                         "kind": "MERGE",
                         "household_id": new_id,
                         "new_household_id": None,
-                        "state_json": json.dumps(state),
+                        "state_json": json.dumps(household.to_json()),
                     },
                 ),
             )
@@ -217,7 +266,17 @@ def create_app(settings: MatcherSettings) -> faust.App:
                     {"status": "not ready", "problems": {"tables": "recovering or rebalancing"}},
                     status=503,
                 )
-            return self.json({"status": "ready", "rules": {r.id: r.version for r in engine.rules}})
+            return self.json(
+                {
+                    "status": "ready",
+                    "ruleset": {
+                        "name": ruleset.name,
+                        "version": ruleset.version,
+                        "sha256": ruleset.digest,
+                    },
+                    "rules": ruleset.versions(),
+                }
+            )
 
     @app.page("/metrics")
     class Metrics(View):

@@ -1,160 +1,388 @@
-"""Applies the rules to one household's state: the same code for the Faust agent and for replay.
+"""Applies the rules to one household: the same code for the Faust agent and for back-testing.
 
-The state is a JSON-ready dict (it lives in a Faust table):
+A household's state holds the facts seen, per rule the open alert (an *episode*), the last
+closed one, and the events spent by closed episodes. The Faust table keeps it as JSON
+(`Household.to_json`); back-testing keeps the objects.
 
-    {"events": {event_id: fact},
-     "alerts": {rule_id: {"alert_id", "episode", "version", "event_ids", "raised_on"}},
-     "cutoffs": {domain: iso date}}
-
-An alert's contributing events only grow while it is open, so its final content does not
-depend on the order the events arrived in; each growth is a new version (an escalation).
-`cutoffs` are left by retention purges: events dated before them no longer count, even
-when a partner sends them again.
+- An open alert's contributing events only grow, so its final content does not depend on
+  the order the events arrived in; each growth is a new version (an escalation).
+- When a team closes an alert (an alert-outcome record), its events are spent: they still
+  count towards the rule's condition as context, but only an unspent event can start the
+  next episode, and during the cool-down only one that brings a domain or creditor the
+  closed alert did not have.
+- `cutoffs` are left by retention purges: events dated before them no longer count, even
+  when a partner sends them again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.matcher.facts import Fact, amount_band
 from services.matcher.rules import Rule
+from services.shared.events import DOMAIN_NL
 from services.shared.identity import alert_id
 
-#: Facts older than this before the household's newest fact can no longer join any window.
+#: Facts older than this before the household's newest fact can no longer join any window
+#: (rules are refused with a longer window), unless an open alert holds them.
 RETENTION_DAYS = 365
 
-State = dict[str, Any]
+#: How far an event date may lie after the day it was received (time zones, clock skew).
+DEFAULT_FUTURE_TOLERANCE_DAYS = 1
 
 
-def empty_state() -> State:
-    return {"events": {}, "alerts": {}}
+@dataclass(slots=True)
+class Episode:
+    """The open alert of one rule for one household."""
+
+    alert_id: str
+    episode: int
+    version: int
+    event_ids: set[str]
+    raised_on: dt.date
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
+class Closed:
+    """What the cool-down needs to know of the last closed alert of a rule."""
+
+    alert_id: str
+    episode: int
+    closed_on: dt.date
+    outcome: str
+    domains: frozenset[str]
+    creditors: frozenset[str]
+
+
+@dataclass(slots=True)
+class Household:
+    facts: dict[str, Fact] = field(default_factory=dict)
+    open: dict[str, Episode] = field(default_factory=dict)
+    closed: dict[str, Closed] = field(default_factory=dict)
+    #: Per rule: the events of its closed episodes.
+    spent: dict[str, set[str]] = field(default_factory=dict)
+    #: Per domain: events dated before this ISO date are expired (retention).
+    cutoffs: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "events": {k: f.to_json() for k, f in self.facts.items()},
+            "alerts": {
+                rule_id: {
+                    "alert_id": e.alert_id,
+                    "episode": e.episode,
+                    "version": e.version,
+                    "event_ids": sorted(e.event_ids),
+                    "raised_on": e.raised_on.isoformat(),
+                }
+                for rule_id, e in self.open.items()
+            },
+            "closed": {
+                rule_id: {
+                    "alert_id": c.alert_id,
+                    "episode": c.episode,
+                    "closed_on": c.closed_on.isoformat(),
+                    "outcome": c.outcome,
+                    "domains": sorted(c.domains),
+                    "creditors": sorted(c.creditors),
+                }
+                for rule_id, c in self.closed.items()
+            },
+            "spent": {rule_id: sorted(ids) for rule_id, ids in self.spent.items() if ids},
+            "cutoffs": dict(self.cutoffs),
+        }
+
+    @classmethod
+    def from_json(cls, household_id: str, data: dict[str, Any]) -> Household:
+        return cls(
+            facts={k: Fact.from_json(f) for k, f in data["events"].items()},
+            open={
+                rule_id: Episode(
+                    # States from before alert ids were stored computed them.
+                    alert_id=a.get("alert_id") or alert_id(household_id, rule_id, a["episode"]),
+                    episode=a["episode"],
+                    version=a["version"],
+                    event_ids=set(a["event_ids"]),
+                    raised_on=dt.date.fromisoformat(a["raised_on"]),
+                )
+                for rule_id, a in data["alerts"].items()
+            },
+            closed={
+                rule_id: Closed(
+                    alert_id=c["alert_id"],
+                    episode=c["episode"],
+                    closed_on=dt.date.fromisoformat(c["closed_on"]),
+                    outcome=c["outcome"],
+                    domains=frozenset(c["domains"]),
+                    creditors=frozenset(c["creditors"]),
+                )
+                for rule_id, c in data.get("closed", {}).items()
+            },
+            spent={rule_id: set(ids) for rule_id, ids in data.get("spent", {}).items()},
+            cutoffs=dict(data.get("cutoffs", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """What applying one event did."""
+    """What applying one event (or one closing) did; `publish` names the rules whose alert
+    is to be (re)published, `Engine.records` builds them."""
 
-    duplicate: bool
-    alerts: list[dict[str, Any]]
-    raised: list[str]
-    escalated: list[str]
+    duplicate: bool = False
+    publish: tuple[str, ...] = ()
+    raised: tuple[str, ...] = ()
+    escalated: tuple[str, ...] = ()
+    #: Rules whose condition held again but stayed quiet for a closed alert's cool-down.
+    suppressed: tuple[str, ...] = ()
     #: The event is dated before its domain's retention cutoff and was not counted.
     expired: bool = False
+    #: Why the event was refused (an event date in the future); it was not counted.
+    rejected: str | None = None
+
+
+NOTHING = Outcome()
 
 
 class Engine:
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(
+        self, rules: Sequence[Rule], future_tolerance_days: int = DEFAULT_FUTURE_TOLERANCE_DAYS
+    ) -> None:
         self.rules = tuple(rules)
         self._by_id = {r.id: r for r in self.rules}
+        self.rule_ids = frozenset(self._by_id)
+        self._by_domain = {d: tuple(r for r in self.rules if d in r.sources) for d in DOMAIN_NL}
+        self._tolerance = dt.timedelta(days=future_tolerance_days)
 
-    def apply(self, household_id: str, state: State, fact: Fact) -> Outcome:
-        """Adds `fact` to `state` in place and returns the alerts to publish."""
-        events: dict[str, Any] = state["events"]
-        cutoff = state.get("cutoffs", {}).get(fact.domain)
-        if cutoff is not None and fact.event_date.isoformat() < cutoff:
-            return Outcome(False, [], [], [], expired=True)
-        if fact.event_id in events:
-            # Re-sent event: nothing changes, but re-publish the alerts it belongs to, in case
-            # the first attempt died between saving the state and publishing the alert.
-            again = [
-                self._record(household_id, rule_id, alert, events)
-                for rule_id, alert in state["alerts"].items()
-                if fact.event_id in alert["event_ids"]
-            ]
-            return Outcome(True, again, [], [])
-
-        events[fact.event_id] = fact.to_json()
-        outcome = self.evaluate(household_id, state)
-        self._prune(state)
+    def apply(self, household_id: str, household: Household, fact: Fact) -> Outcome:
+        """Adds `fact` to `household` in place and says which alerts to publish."""
+        refused = self._admit(household, fact)
+        if refused is not None:
+            return refused
+        # A fact a rule does not read cannot change that rule's answer.
+        outcome = self.evaluate(household_id, household, self._readers(fact))
+        self._prune(household)
         return outcome
 
-    def evaluate(
-        self, household_id: str, state: State, also: frozenset[str] | set[str] = frozenset()
-    ) -> Outcome:
-        """Runs every rule over the state's facts; raises or escalates alerts in place.
+    def apply_all(
+        self, household_id: str, household: Household, facts: Sequence[Fact]
+    ) -> tuple[Outcome, list[Outcome]]:
+        """Adds several facts of one household and evaluates once: the alerts come out as
+        `apply` one by one gives them at the end (rules are monotone, so order does not
+        matter), but each is raised at version 1. Returns the evaluation's outcome and the
+        facts that were refused, expired or duplicate."""
+        refused: list[Outcome] = []
+        readers: dict[str, Rule] = {}
+        for fact in facts:
+            verdict = self._admit(household, fact)
+            if verdict is not None:
+                refused.append(verdict)
+                continue
+            for rule in self._readers(fact):
+                readers[rule.id] = rule
+        outcome = self.evaluate(household_id, household, readers.values()) if readers else NOTHING
+        self._prune(household)
+        return outcome, refused
 
-        Alerts of the rules in `also` are published even when they did not grow here.
-        """
-        events: dict[str, Any] = state["events"]
-        facts = [Fact.from_json(f) for f in events.values()]
-        published: list[dict[str, Any]] = []
+    def _readers(self, fact: Fact) -> list[Rule]:
+        return [r for r in self._by_domain.get(fact.domain, ()) if r.filter.admits(fact)]
+
+    def _admit(self, household: Household, fact: Fact) -> Outcome | None:
+        """Adds the fact, or says why not: from the future, expired, or seen before."""
+        if fact.received_on is not None and fact.event_date > fact.received_on + self._tolerance:
+            days = (fact.event_date - fact.received_on).days
+            return Outcome(
+                rejected=f"event date lies {days} days after the day it was received "
+                f"(tolerance {self._tolerance.days})"
+            )
+        cutoff = household.cutoffs.get(fact.domain)
+        if cutoff is not None and fact.event_date.isoformat() < cutoff:
+            return Outcome(expired=True)
+        if fact.event_id in household.facts:
+            # Re-sent event: nothing changes, but re-publish the alerts it belongs to, in case
+            # the first attempt died between saving the state and publishing the alert.
+            again = tuple(
+                rule_id for rule_id, e in household.open.items() if fact.event_id in e.event_ids
+            )
+            return Outcome(duplicate=True, publish=again)
+        household.facts[fact.event_id] = fact
+        return None
+
+    def evaluate(
+        self,
+        household_id: str,
+        household: Household,
+        rules: Iterable[Rule] | None = None,
+        also: Collection[str] = (),
+    ) -> Outcome:
+        """Runs the rules (all by default) over the household's facts; raises or escalates
+        alerts in place. Alerts of the rules in `also` are published even if unchanged."""
         raised: list[str] = []
         escalated: list[str] = []
-        for rule in self.rules:
+        suppressed: list[str] = []
+        facts = household.facts.values()
+        for rule in self.rules if rules is None else rules:
             qualifying = rule.qualifying(facts)
             if not qualifying:
-                if rule.id in also:
-                    published.append(
-                        self._record(household_id, rule.id, state["alerts"][rule.id], events)
-                    )
                 continue
-            alert = state["alerts"].get(rule.id)
-            raised_on = rule.raised_on([f for f in facts if f.event_id in qualifying])
-            if alert is None:
-                alert = {
-                    "alert_id": alert_id(household_id, rule.id, 1),
-                    "episode": 1,
-                    "version": 1,
-                    "event_ids": sorted(qualifying),
-                    "raised_on": raised_on.isoformat(),
-                }
-                state["alerts"][rule.id] = alert
-                raised.append(rule.id)
-            else:
-                grown = set(alert["event_ids"]) | qualifying
-                if grown == set(alert["event_ids"]):
+            spent = household.spent.get(rule.id, set())
+            fresh = {f.event_id for f in qualifying if f.event_id not in spent}
+            current = household.open.get(rule.id)
+            if current is not None:
+                if fresh <= current.event_ids:
                     continue
-                alert["event_ids"] = sorted(grown)
-                alert["version"] += 1
-                alert["raised_on"] = min(alert["raised_on"], raised_on.isoformat())
+                current.event_ids.update(f.event_id for f in qualifying)
+                current.version += 1
+                current.raised_on = min(current.raised_on, rule.first_held(qualifying, fresh))
                 escalated.append(rule.id)
-            published.append(self._record(household_id, rule.id, alert, events))
-        for rule_id in sorted(set(also) - {a["rule_id"] for a in published}):
-            published.append(self._record(household_id, rule_id, state["alerts"][rule_id], events))
-        return Outcome(False, published, raised, escalated)
+                continue
+            trigger = self._may_start(rule, household, qualifying, fresh)
+            if not trigger:
+                if fresh:
+                    suppressed.append(rule.id)
+                continue
+            closed = household.closed.get(rule.id)
+            episode = closed.episode + 1 if closed else 1
+            household.open[rule.id] = Episode(
+                alert_id=alert_id(household_id, rule.id, episode),
+                episode=episode,
+                version=1,
+                event_ids={f.event_id for f in qualifying},
+                raised_on=rule.first_held(qualifying, trigger),
+            )
+            raised.append(rule.id)
+        if not (raised or escalated or suppressed or also):
+            return NOTHING
+        changed = [*raised, *escalated]
+        publish = (*changed, *(r for r in also if r not in changed and r in household.open))
+        return Outcome(
+            publish=publish,
+            raised=tuple(raised),
+            escalated=tuple(escalated),
+            suppressed=tuple(suppressed),
+        )
 
-    def _prune(self, state: State) -> None:
-        events: dict[str, Any] = state["events"]
-        if not events:
+    @staticmethod
+    def _may_start(
+        rule: Rule, household: Household, qualifying: Sequence[Fact], fresh: set[str]
+    ) -> set[str]:
+        """The fresh facts that may start a new episode: all of them, unless the rule's last
+        alert was closed and the cool-down holds, which only a new domain or creditor, or an
+        event dated after the cool-down, breaks."""
+        closed = household.closed.get(rule.id)
+        if closed is None:
+            return fresh
+        quiet_until = closed.closed_on + dt.timedelta(days=rule.cooldown_days)
+        return {
+            f.event_id
+            for f in qualifying
+            if f.event_id in fresh
+            and (
+                f.event_date > quiet_until
+                or f.domain not in closed.domains
+                or (f.creditor is not None and f.creditor not in closed.creditors)
+            )
+        }
+
+    def close(
+        self,
+        household: Household,
+        rule_id: str,
+        closed_alert_id: str,
+        closed_on: dt.date,
+        outcome: str,
+    ) -> bool:
+        """Closes the rule's open alert if it is the one named; its events become spent.
+
+        Returns False (and changes nothing) for an alert that is not open: already closed,
+        an earlier episode, or unknown, so a re-sent outcome is harmless.
+        """
+        current = household.open.get(rule_id)
+        if current is None or current.alert_id != closed_alert_id:
+            return False
+        contributions = [household.facts[e] for e in current.event_ids if e in household.facts]
+        household.closed[rule_id] = Closed(
+            alert_id=current.alert_id,
+            episode=current.episode,
+            closed_on=closed_on,
+            outcome=outcome,
+            domains=frozenset(f.domain for f in contributions),
+            creditors=frozenset(f.creditor for f in contributions if f.creditor is not None),
+        )
+        household.spent.setdefault(rule_id, set()).update(current.event_ids)
+        del household.open[rule_id]
+        return True
+
+    def _prune(self, household: Household) -> None:
+        facts = household.facts
+        if len(facts) < 2:
             return
-        newest = max(f["event_date"] for f in events.values())
-        horizon = (dt.date.fromisoformat(newest) - dt.timedelta(days=RETENTION_DAYS)).isoformat()
-        in_alert = {e for a in state["alerts"].values() for e in a["event_ids"]}
-        for event_id in [k for k, f in events.items() if f["event_date"] < horizon]:
-            if event_id not in in_alert:
-                del events[event_id]
+        horizon = max(f.event_date for f in facts.values()) - dt.timedelta(days=RETENTION_DAYS)
+        old = [k for k, f in facts.items() if f.event_date < horizon]
+        if not old:
+            return
+        held = {e for episode in household.open.values() for e in episode.event_ids}
+        for event_id in old:
+            if event_id not in held:
+                del facts[event_id]
+                for ids in household.spent.values():
+                    ids.discard(event_id)
 
-    def _record(
-        self, household_id: str, rule_id: str, alert: dict[str, Any], events: dict[str, Any]
-    ) -> dict[str, Any]:
+    def records(
+        self, household_id: str, household: Household, rule_ids: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """The alert records (Avro `HouseholdAlert`) of the rules' open alerts."""
+        found = (self.record(household_id, household, r) for r in rule_ids)
+        return [r for r in found if r is not None]
+
+    def summary(
+        self, household_id: str, household: Household, rule_id: str
+    ) -> dict[str, Any] | None:
+        """What back-testing reports of an alert: its identity, place and dates, and the
+        ids of its events; the cheap part of `record`."""
         rule = self._by_id[rule_id]
+        current = household.open[rule_id]
         contributions = sorted(
-            (Fact.from_json(events[e]) for e in alert["event_ids"] if e in events),
+            (household.facts[e] for e in current.event_ids if e in household.facts),
             key=Fact.sort_key,
         )
+        if not contributions:
+            return None  # every event purged by retention: nothing left to show
         newest = contributions[-1]
-        raised_on = dt.date.fromisoformat(alert["raised_on"])
-        deadline = rule.deadline_for(contributions)
         return {
-            # States from before re-keying existed computed the id; a re-keyed one keeps it.
-            "alert_id": alert.get("alert_id") or alert_id(household_id, rule.id, alert["episode"]),
+            "alert_id": current.alert_id,
             "household_id": household_id,
             "municipality_code": newest.municipality_code,
             "wijk_code": newest.wijk_code,
             "rule_id": rule.id,
             "rule_version": rule.version,
-            "episode": alert["episode"],
-            "version": alert["version"],
+            "rule_title": rule.title,
+            "episode": current.episode,
+            "version": current.version,
             "priority": rule.priority,
+            "raised_on": current.raised_on,
+            "deadline": rule.deadline_for(contributions).due(current.raised_on),
+            "domains": sorted({f.domain for f in contributions}),
+            "event_ids": [f.event_id for f in contributions],
+        }
+
+    def record(
+        self, household_id: str, household: Household, rule_id: str
+    ) -> dict[str, Any] | None:
+        """The alert as the matcher publishes it (Avro `HouseholdAlert`)."""
+        summary = self.summary(household_id, household, rule_id)
+        if summary is None:
+            return None
+        rule = self._by_id[rule_id]
+        contributions = [household.facts[e] for e in summary.pop("event_ids")]
+        return {
+            **summary,
             "purpose": rule.purpose,
             "legal_basis": rule.legal_basis,
-            "raised_on": raised_on,
-            "deadline": deadline.due(raised_on),
-            "deadline_rule": deadline.describe(),
-            "domains": sorted({f.domain for f in contributions}),
+            "deadline_rule": rule.deadline_for(contributions).describe(),
+            "condition": rule.describe_condition(),
             "explanation": rule.explain(contributions),
             "undisclosed_domains": rule.undisclosed_domains,
             "contributions": [
@@ -172,41 +400,49 @@ class Engine:
         }
 
 
-def purge(state: State, cutoffs: dict[str, str]) -> int:
+def purge(household: Household, cutoffs: dict[str, str]) -> int:
     """Drops the events dated before their domain's cutoff; returns how many went.
 
     Alerts stay (ids, episodes and versions, no facts), so a later event escalates the same
     alert instead of raising one with an id the notifier already holds.
     """
-    events: dict[str, Any] = state["events"]
-    expired = [k for k, f in events.items() if f["event_date"] < cutoffs.get(f["domain"], "")]
+    expired = [
+        k
+        for k, f in household.facts.items()
+        if f.event_date.isoformat() < cutoffs.get(f.domain, "")
+    ]
     for event_id in expired:
-        del events[event_id]
-    known = state.setdefault("cutoffs", {})
+        del household.facts[event_id]
     for domain, cutoff in cutoffs.items():
-        known[domain] = max(known.get(domain, ""), cutoff)
+        household.cutoffs[domain] = max(household.cutoffs.get(domain, ""), cutoff)
     return len(expired)
 
 
-def merge(into: State, moved: State) -> set[str]:
+def merge(into: Household, moved: Household) -> set[str]:
     """Joins the state of a household's previous pseudonym into its current one (rotation).
 
-    Returns the rules whose alerts were joined: they have a new version to publish.
+    Returns the rules whose open alerts were joined: they have a new version to publish.
     """
-    into["events"].update(moved["events"])
+    into.facts.update(moved.facts)
     joined: set[str] = set()
-    for rule_id, alert in moved["alerts"].items():
-        current = into["alerts"].get(rule_id)
+    for rule_id, episode in moved.open.items():
+        current = into.open.get(rule_id)
         if current is None:
-            into["alerts"][rule_id] = alert
+            into.open[rule_id] = episode
             continue
         joined.add(rule_id)
-        current["event_ids"] = sorted(set(current["event_ids"]) | set(alert["event_ids"]))
-        current["version"] = max(current["version"], alert["version"]) + 1
-        current["raised_on"] = min(current["raised_on"], alert["raised_on"])
+        current.event_ids |= episode.event_ids
+        current.version = max(current.version, episode.version) + 1
+        current.raised_on = min(current.raised_on, episode.raised_on)
         # The older alert is the one the team already works on.
-        current["alert_id"] = alert.get("alert_id") or current.get("alert_id")
-    for domain, cutoff in moved.get("cutoffs", {}).items():
-        known = into.setdefault("cutoffs", {})
-        known[domain] = max(known.get(domain, ""), cutoff)
+        current.alert_id = episode.alert_id
+        current.episode = episode.episode
+    for rule_id, closed in moved.closed.items():
+        mine = into.closed.get(rule_id)
+        if mine is None or closed.closed_on > mine.closed_on:
+            into.closed[rule_id] = closed
+    for rule_id, ids in moved.spent.items():
+        into.spent.setdefault(rule_id, set()).update(ids)
+    for domain, cutoff in moved.cutoffs.items():
+        into.cutoffs[domain] = max(into.cutoffs.get(domain, ""), cutoff)
     return joined

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 REGISTRY = CollectorRegistry()
 
@@ -48,5 +48,23 @@ PRIVACY_COMMANDS = Counter(
     "hub_matcher_privacy_commands",
     "Privacy commands applied (ERASE, PURGE, REKEY, MERGE), by kind",
     ["kind"],
+    registry=REGISTRY,
+)
+ALERTS_SUPPRESSED = Counter(
+    "hub_alerts_suppressed",
+    "Times a rule held again for a household during a closed alert's cool-down, by rule",
+    ["rule"],
+    registry=REGISTRY,
+)
+ALERTS_CLOSED = Counter(
+    "hub_matcher_alerts_closed",
+    "Alert outcomes that closed an open alert in the matcher's state, by rule and outcome",
+    ["rule", "outcome"],
+    registry=REGISTRY,
+)
+RULES_LOADED = Gauge(
+    "hub_matcher_rule_info",
+    "The rules the matcher runs: 1 per rule, with its version and the rules file's version",
+    ["rule", "version", "ruleset", "ruleset_version"],
     registry=REGISTRY,
 )

@@ -1,23 +1,27 @@
-"""The baseline correlation rules of the region (DESIGN.md §7).
+"""What a correlation rule means: one implementation, used by the matcher and by back-testing.
 
-A rule is a pure function from a household's facts to the ids of the facts that qualify:
-the same facts give the same answer whatever order they arrived in.
+Rules are data (`rules/*.yaml`, read by `services.matcher.ruleset`); this module holds the
+semantics every rule shares. A rule picks the household's facts it may read (its sources and
+filters), and holds when some fact has, within the window of its own event date, enough
+facts: events, distinct creditors, distinct domains. The facts that qualify are the union
+of those neighbourhoods. Adding a fact can only add qualifying facts (the condition is
+monotone), so the same facts give the same answer whatever order they arrived in.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Final
+from functools import cache, cached_property
 
 import holidays
 
 from services.matcher.facts import Fact
 from services.shared.errors import ConfigurationError
 from services.shared.events import DOMAIN_NL
-from services.shared.purposes import check_rule
+from services.shared.purposes import PURPOSES, check_rule
 
 
 @cache
@@ -36,6 +40,7 @@ def is_working_day(day: dt.date) -> bool:
     return day.weekday() < 5 and day not in _dutch_holidays(day.year)
 
 
+@cache
 def add_working_days(start: dt.date, days: int) -> dt.date:
     current = start
     while days > 0:
@@ -49,6 +54,9 @@ def add_working_days(start: dt.date, days: int) -> dt.date:
 class Deadline:
     amount: int
     working_days: bool
+    #: Why this deadline applies ("Wvggz art. 5:2"), for the rules file's readers. Alerts do
+    #: not carry it: it would tell a team that may not see Wvggz reports that one exists.
+    because: str = ""
 
     def due(self, start: dt.date) -> dt.date:
         if self.working_days:
@@ -57,28 +65,95 @@ class Deadline:
 
     def describe(self) -> str:
         if self.working_days:
-            return f"{self.amount} werkdagen"
+            return f"{self.amount} werkdag{'en' if self.amount != 1 else ''}"
         if self.amount % 7 == 0:
-            return f"{self.amount // 7} weken"
-        return f"{self.amount} dagen"
+            return f"{self.amount // 7} {'weken' if self.amount != 7 else 'week'}"
+        return f"{self.amount} dag{'en' if self.amount != 1 else ''}"
+
+
+@dataclass(frozen=True)
+class DeadlineWhen:
+    """A deadline that replaces the rule's own when a domain contributes (Wvggz 5:2)."""
+
+    domain: str
+    deadline: Deadline
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which of a household's facts a rule reads. Empty means no restriction."""
+
+    event_types: frozenset[str] = frozenset()
+    creditor_types: frozenset[str] = frozenset()
+    min_amount_eur: int | None = None
+    crisis: bool | None = None
+
+    @cached_property
+    def everything(self) -> bool:
+        return not (
+            self.event_types or self.creditor_types or self.min_amount_eur is not None
+        ) and (self.crisis is None)
+
+    def admits(self, fact: Fact) -> bool:
+        if self.everything:
+            return True
+        if self.event_types and fact.event_type not in self.event_types:
+            return False
+        if self.creditor_types and fact.creditor_type not in self.creditor_types:
+            return False
+        if self.min_amount_eur is not None and (fact.amount_eur or 0) < self.min_amount_eur:
+            return False
+        return self.crisis is None or fact.crisis == self.crisis
+
+
+@dataclass(frozen=True)
+class Condition:
+    """How many facts, creditors and domains must lie within the window of one fact."""
+
+    window_days: int = 0
+    min_events: int = 1
+    min_creditors: int = 0
+    min_domains: int = 0
+
+    def holds(self, near: Sequence[Fact]) -> bool:
+        if len(near) < self.min_events:
+            return False
+        if self.min_creditors > 1 and len(_distinct(near, _creditor)) < self.min_creditors:
+            return False
+        return self.min_domains <= 1 or len(_distinct(near, _domain)) >= self.min_domains
+
+
+def _creditor(fact: Fact) -> str | None:
+    return fact.creditor
+
+
+def _domain(fact: Fact) -> str | None:
+    return fact.domain
+
+
+def _distinct(facts: Sequence[Fact], key: Callable[[Fact], str | None]) -> set[str]:
+    return {value for f in facts if (value := key(f)) is not None}
 
 
 @dataclass(frozen=True)
 class Rule:
-    """Common declaration of a rule: what it is for, on which legal basis, from which sources."""
-
     id: str
     version: int
+    title: str
     purpose: str
     legal_basis: str
     priority: str
-    deadline: Deadline
+    #: The source domains the rule may read; checked against its purpose (Wgs art. 8b).
     sources: frozenset[str]
-    window_days: int = 0
+    condition: Condition
+    deadline: Deadline
+    deadline_when: tuple[DeadlineWhen, ...] = ()
+    filter: Filter = field(default_factory=Filter)
     cooldown_days: int = 30
-    title: str = field(default="")
     #: How domains a team may not see appear in its view: "mention" or "hide" (purpose binding).
     undisclosed_domains: str = "hide"
+    #: Dutch text for the worker, with the placeholders of `explain`.
+    explanation: str = ""
 
     def __post_init__(self) -> None:
         check_rule(self.id, self.purpose, self.sources)
@@ -87,142 +162,143 @@ class Rule:
                 f"rule {self.id!r}: undisclosed_domains must be 'mention' or 'hide'"
             )
 
-    def qualifying(self, facts: Sequence[Fact]) -> set[str]:
-        raise NotImplementedError
+    def reads(self, fact: Fact) -> bool:
+        return fact.domain in self.sources and self.filter.admits(fact)
+
+    def in_scope(self, facts: Collection[Fact]) -> list[Fact]:
+        """The facts this rule reads, in event-date order."""
+        return sorted((f for f in facts if self.reads(f)), key=Fact.sort_key)
+
+    def qualifying(self, facts: Collection[Fact]) -> list[Fact]:
+        """The facts that make the rule hold, in event-date order; empty when it does not."""
+        if len(facts) < self.condition.min_events:
+            return []  # the common case (one event per household), answered without sorting
+        return self._qualifying(self.in_scope(facts))
+
+    def _qualifying(self, ordered: Sequence[Fact]) -> list[Fact]:
+        condition = self.condition
+        # Holding is monotone: if all the facts together do not hold, no window of them does;
+        # if they all lie within one window of each other, every anchor sees all of them.
+        if not condition.holds(ordered):
+            return []
+        window = dt.timedelta(days=condition.window_days)
+        if ordered[-1].event_date - ordered[0].event_date <= window:
+            return list(ordered)
+        dates = [f.event_date for f in ordered]
+        chosen = [False] * len(ordered)
+        for anchor in dates:
+            low = bisect.bisect_left(dates, anchor - window)
+            high = bisect.bisect_right(dates, anchor + window)
+            if condition.holds(ordered[low:high]):
+                chosen[low:high] = [True] * (high - low)
+        return [f for f, keep in zip(ordered, chosen, strict=True) if keep]
+
+    def first_held(self, qualifying: Sequence[Fact], trigger: Collection[str]) -> dt.date:
+        """The event date on which the rule first held with one of the `trigger` facts:
+        the last date of the shortest date-ordered prefix whose qualifying facts include one.
+
+        Facts outside `qualifying` never take part in a neighbourhood that holds, so the
+        prefixes of the qualifying facts alone give the same answer. Holding is monotone in
+        the prefix, so a binary search finds the shortest one.
+        """
+        low, high = 1, len(qualifying)
+        if not self._triggered(qualifying, trigger):
+            raise ValueError(f"rule {self.id} does not hold for these facts")
+        while low < high:
+            middle = (low + high) // 2
+            if self._triggered(qualifying[:middle], trigger):
+                high = middle
+            else:
+                low = middle + 1
+        return qualifying[low - 1].event_date
+
+    def _triggered(self, prefix: Sequence[Fact], trigger: Collection[str]) -> bool:
+        return any(f.event_id in trigger for f in self._qualifying(prefix))
 
     def deadline_for(self, contributions: Sequence[Fact]) -> Deadline:
+        domains = {f.domain for f in contributions}
+        for special in self.deadline_when:
+            if special.domain in domains:
+                return special.deadline
         return self.deadline
 
     def explain(self, contributions: Sequence[Fact]) -> str:
-        raise NotImplementedError
+        return self.explanation.format_map(explanation_values(self, contributions))
 
-    def in_scope(self, facts: Iterable[Fact]) -> list[Fact]:
-        return [f for f in facts if f.domain in self.sources]
-
-    def raised_on(self, facts: Sequence[Fact]) -> dt.date:
-        """The event date on which the rule first held: the end of the shortest firing prefix."""
-        ordered = sorted(self.in_scope(facts), key=Fact.sort_key)
-        for end in range(1, len(ordered) + 1):
-            if self.qualifying(ordered[:end]):
-                return ordered[end - 1].event_date
-        raise ValueError(f"rule {self.id} does not hold for these facts")
+    def describe_condition(self) -> str:
+        """The condition in Dutch, as the alert carries it ("ten minste 2 ...")."""
+        return describe_condition(self)
 
 
-def _within_window(
-    facts: Sequence[Fact], window_days: int, distinct: Callable[[Fact], object], minimum: int
-) -> set[str]:
-    """Ids of the facts that have, within `window_days` of themselves, facts with at least
-    `minimum` distinct values of `distinct` (creditors, domains), counting their own."""
-    window = dt.timedelta(days=window_days)
-    chosen: set[str] = set()
-    for anchor in facts:
-        near = [f for f in facts if abs(f.event_date - anchor.event_date) <= window]
-        if len({distinct(f) for f in near}) >= minimum:
-            chosen.update(f.event_id for f in near)
-    return chosen
+#: The placeholders an explanation text may use, with what they stand for (docs/rules.md).
+PLACEHOLDERS: dict[str, str] = {
+    "events": "number of contributing events",
+    "creditors": "number of distinct creditors among them",
+    "creditor_types": "their creditor types in words (energie, huur, ...)",
+    "domains": "number of distinct domains",
+    "domain_names": "the domains in words (schulden, Wvggz-melding, ...)",
+    "window_days": "the rule's window in days",
+    "dates": "the event dates, dd-mm-jjjj, in order",
+    "deadline": "the deadline rule in words (3 werkdagen, 4 weken, ...)",
+}
 
 
-def _dates(facts: Sequence[Fact]) -> str:
-    return ", ".join(f"{f.event_date:%d-%m-%Y}" for f in sorted(facts, key=Fact.sort_key))
+def explanation_values(rule: Rule, contributions: Sequence[Fact]) -> dict[str, object]:
+    creditor_types = sorted({(f.creditor_type or "OVERIGE") for f in contributions if f.creditor})
+    domains = sorted({f.domain for f in contributions})
+    return {
+        "events": len(contributions),
+        "creditors": len(_distinct(contributions, _creditor)),
+        "creditor_types": ", ".join(c.replace("_", " ").lower() for c in creditor_types),
+        "domains": len(domains),
+        "domain_names": ", ".join(DOMAIN_NL.get(d, d) for d in domains),
+        "window_days": rule.condition.window_days,
+        "dates": ", ".join(f"{f.event_date:%d-%m-%Y}" for f in contributions),
+        "deadline": rule.deadline_for(contributions).describe(),
+    }
 
 
-@dataclass(frozen=True)
-class TwenteMatch(Rule):
-    """Two or more debt signals from different creditors within the window."""
-
-    min_creditors: int = 2
-
-    def qualifying(self, facts: Sequence[Fact]) -> set[str]:
-        debts = [f for f in self.in_scope(facts) if f.creditor is not None]
-        return _within_window(debts, self.window_days, lambda f: f.creditor, self.min_creditors)
-
-    def explain(self, contributions: Sequence[Fact]) -> str:
-        creditors = sorted({(f.creditor_type or "OVERIGE") for f in contributions})
-        return (
-            f"{len(contributions)} betalingsachterstanden bij "
-            f"{len({f.creditor for f in contributions})} verschillende schuldeisers "
-            f"({', '.join(c.replace('_', ' ').lower() for c in creditors)}) binnen "
-            f"{self.window_days} dagen, gemeld op {_dates(contributions)}. "
-            f"Dit is een Twente-match: huisbezoek aanbieden."
-        )
+#: Event types in words: (one, several).
+_EVENT_TYPE_NL = {
+    "debt-signal": ("betalingsachterstand", "betalingsachterstanden"),
+    "wvggz-report": ("Wvggz-melding", "Wvggz-meldingen"),
+    "streettriage-handover": ("Streettriage-overdracht", "Streettriage-overdrachten"),
+    "care-indication": ("zorgindicatie", "zorgindicaties"),
+}
 
 
-@dataclass(frozen=True)
-class DebtCrisis(Rule):
-    """A debt signal with the crisis flag: eviction or a cut-off is imminent."""
-
-    def qualifying(self, facts: Sequence[Fact]) -> set[str]:
-        return {f.event_id for f in self.in_scope(facts) if f.crisis}
-
-    def explain(self, contributions: Sequence[Fact]) -> str:
-        creditors = sorted(
-            {(f.creditor_type or "OVERIGE").replace("_", " ").lower() for f in contributions}
-        )
-        return (
-            f"Schuldeiser ({', '.join(creditors)}) meldt dreigende huisuitzetting of afsluiting, "
-            f"gemeld op {_dates(contributions)}. Eerste gesprek binnen 3 werkdagen (Wgs art. 4)."
-        )
-
-
-@dataclass(frozen=True)
-class MultiDomain(Rule):
-    """Events from two or more different domains within the window."""
-
-    min_domains: int = 2
-    #: Wvggz art. 5:2: the exploratory investigation is due within 14 days of a report.
-    wvggz_deadline: Deadline = Deadline(14, working_days=False)
-
-    def qualifying(self, facts: Sequence[Fact]) -> set[str]:
-        return _within_window(
-            self.in_scope(facts), self.window_days, lambda f: f.domain, self.min_domains
-        )
-
-    def deadline_for(self, contributions: Sequence[Fact]) -> Deadline:
-        if any(f.domain == "wvggz" for f in contributions):
-            return self.wvggz_deadline
-        return self.deadline
-
-    def explain(self, contributions: Sequence[Fact]) -> str:
-        domains = sorted({f.domain for f in contributions})
-        return (
-            f"Signalen uit {len(domains)} domeinen ({', '.join(DOMAIN_NL[d] for d in domains)}) "
-            f"binnen {self.window_days} dagen, gemeld op {_dates(contributions)}. "
-            f"Integrale aanpak door het wijkteam aangewezen."
-        )
-
-
-BASELINE_RULES: Final[tuple[Rule, ...]] = (
-    TwenteMatch(
-        id="twente-match",
-        version=1,
-        title="Twente-match",
-        purpose="debt-help",
-        legal_basis="Wgs art. 3 en 4 (vroegsignalering schulden)",
-        priority="NORMAL",
-        deadline=Deadline(28, working_days=False),
-        sources=frozenset({"debt"}),
-        window_days=90,
-    ),
-    DebtCrisis(
-        id="debt-crisis",
-        version=1,
-        title="Dreigende crisis",
-        purpose="debt-help",
-        legal_basis="Wgs art. 4 (vroegsignalering schulden, crisis)",
-        priority="URGENT",
-        deadline=Deadline(3, working_days=True),
-        sources=frozenset({"debt"}),
-    ),
-    MultiDomain(
-        id="multi-domain",
-        version=1,
-        title="Meervoudige problematiek",
-        purpose="integrated-approach",
-        legal_basis="Regionaal convenant Twente, integrale aanpak multiproblematiek",
-        priority="HIGH",
-        deadline=Deadline(28, working_days=False),
-        sources=frozenset({"debt", "wvggz", "streettriage", "care"}),
-        window_days=180,
-        undisclosed_domains="mention",
-    ),
-)
+def describe_condition(rule: Rule) -> str:
+    """Builds the Dutch condition text from the rule's data, so text and semantics agree."""
+    condition, selection = rule.condition, rule.filter
+    several = condition.min_events != 1
+    # Every team that sees the alert holds the rule's purpose; domains that purpose does not
+    # disclose are not named, so the text cannot suggest which ones this household has.
+    nameable = rule.sources <= {d.value for d in PURPOSES[rule.purpose].discloses}
+    domains = ", ".join(DOMAIN_NL[d] for d in DOMAIN_NL if d in rule.sources)
+    if not nameable:
+        kinds = "signalen" if several else "signaal"
+    elif selection.event_types:
+        kinds = " of ".join(_EVENT_TYPE_NL[t][several] for t in sorted(selection.event_types))
+    elif condition.min_domains > 1:
+        kinds = "signalen"
+    else:
+        kinds = f"{'signalen' if several else 'signaal'} uit {domains}"
+    count = f"ten minste {condition.min_events}" if several else "een"
+    parts = [f"{count} {kinds}"]
+    if selection.crisis is True:
+        parts.append("met dreigende huisuitzetting of afsluiting")
+    elif selection.crisis is False:
+        parts.append("zonder crisismelding")
+    if selection.creditor_types:
+        names = ", ".join(c.replace("_", " ").lower() for c in sorted(selection.creditor_types))
+        parts.append(f"van schuldeisers van het type {names}")
+    if selection.min_amount_eur:
+        parts.append(f"van ten minste {selection.min_amount_eur} euro")
+    if condition.min_creditors > 1:
+        parts.append(f"bij ten minste {condition.min_creditors} verschillende schuldeisers")
+    if condition.min_domains > 1:
+        named = f" ({domains})" if nameable else ""
+        parts.append(f"uit ten minste {condition.min_domains} verschillende domeinen{named}")
+    if condition.window_days and max(condition.min_events, condition.min_creditors) > 1:
+        parts.append(f"binnen {condition.window_days} dagen")
+    return " ".join(parts)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
+from services.matcher.engine import DEFAULT_FUTURE_TOLERANCE_DAYS
+from services.matcher.ruleset import DEFAULT_RULES_FILE
 from services.shared.config import HubSettings
 
 
@@ -16,3 +20,8 @@ class MatcherSettings(HubSettings):
     #: How long a rebalance may take, and how soon a silent worker is presumed dead.
     matcher_rebalance_timeout_s: float = Field(10.0, gt=0)
     matcher_session_timeout_s: float = Field(10.0, gt=0)
+    #: The rules file the matcher runs (YAML, docs/rules.md); read once at start.
+    matcher_rules_file: Path = DEFAULT_RULES_FILE
+    #: Events dated more than this many days after the day they were received go to the
+    #: dead-letter topic (reason `future-event`).
+    matcher_future_tolerance_days: int = Field(DEFAULT_FUTURE_TOLERANCE_DAYS, ge=0, le=30)

@@ -51,6 +51,7 @@ def present(alert: Alert, team: Team) -> dict[str, Any]:
         "wijk_code": alert.wijk_code,
         "rule_id": alert.rule_id,
         "rule_version": alert.rule_version,
+        "rule_title": alert.rule_title,
         "episode": alert.episode,
         "version": alert.version,
         "status": alert.status,
@@ -61,6 +62,7 @@ def present(alert: Alert, team: Team) -> dict[str, Any]:
         "deadline": alert.deadline,
         "deadline_rule": alert.deadline_rule,
         "domains": [d for d in alert.domains if d in disclosed],
+        "condition": alert.condition,
         "explanation": explanation,
         "contributions": [
             {

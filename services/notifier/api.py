@@ -54,6 +54,8 @@ class AlertOut(BaseModel):
     wijk_code: str | None
     rule_id: str
     rule_version: int
+    #: The rule's name for the worker ("Twente-match").
+    rule_title: str
     episode: int
     version: int
     status: str
@@ -64,6 +66,9 @@ class AlertOut(BaseModel):
     deadline: dt.date
     deadline_rule: str
     domains: list[str]
+    #: The rule's condition that held, in Dutch.
+    condition: str
+    #: Why the alert was raised, in Dutch, for the worker.
     explanation: str
     contributions: list[ContributionOut]
     #: Domains involved that this team's purposes do not disclose (0 when the rule hides them).

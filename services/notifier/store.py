@@ -16,6 +16,7 @@ _ALERT_COLUMNS = (
     "wijk_code",
     "rule_id",
     "rule_version",
+    "rule_title",
     "episode",
     "version",
     "priority",
@@ -25,6 +26,7 @@ _ALERT_COLUMNS = (
     "deadline",
     "deadline_rule",
     "domains",
+    "condition",
     "explanation",
     "undisclosed_domains",
 )

@@ -22,16 +22,15 @@ from uuid import UUID
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import UnknownTopicOrPartitionError
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Connection, LargeBinary, column, inspect, select, table
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.shared.avro import AvroCodec
 from services.shared.config import HubSettings
-from services.shared.errors import DecodeError, InfrastructureError
+from services.shared.errors import DecodeError
 from services.shared.identity import bsn_is_valid
+from services.shared.kafka import topic_partitions
 
 
 class Kind(StrEnum):
@@ -309,28 +308,6 @@ def _message_hits(
     return hits
 
 
-async def _partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
-    # The admin client, because a consumer knows a topic's partitions only once assigned.
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics)) if topics else []
-    finally:
-        await admin.close()
-    partitions: list[TopicPartition] = []
-    for topic in described:
-        if topic["error_code"] == UnknownTopicOrPartitionError.errno:
-            continue  # nothing written, nothing to read
-        if topic["error_code"] != 0:
-            raise InfrastructureError(
-                f"cannot describe topic {topic['topic']}: Kafka error {topic['error_code']}"
-            )
-        partitions.extend(
-            TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]
-        )
-    return sorted(partitions)
-
-
 async def scan_kafka(
     bootstrap: str, topics: Sequence[str], codec: AvroCodec, detector: Detector
 ) -> ScanResult:
@@ -338,7 +315,7 @@ async def scan_kafka(
     result = ScanResult()
     for topic in topics:
         result.scanned[f"topic {topic}"] = 0
-    partitions = await _partitions(bootstrap, topics)
+    partitions = await topic_partitions(bootstrap, topics)
     if not partitions:
         return result
     # No group and no commits: the scan must leave no trace in the services' offsets.

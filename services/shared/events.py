@@ -69,6 +69,7 @@ BY_SCHEMA_NAME: Final[dict[str, EventFamily]] = {f.schema_name: f for f in FAMIL
 
 ALERT_SCHEMA_NAME: Final = "nl.twente.hub.alerts.HouseholdAlert"
 PRIVACY_COMMAND_SCHEMA_NAME: Final = "nl.twente.hub.privacy.PrivacyCommand"
+ALERT_OUTCOME_SCHEMA_NAME: Final = "nl.twente.hub.alerts.AlertOutcome"
 
 #: Fields the hub sets on every source event; partners never send them.
 HUB_ASSIGNED_FIELDS: Final = frozenset(

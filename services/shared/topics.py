@@ -29,6 +29,7 @@ SOURCE_VERSION: Final = 1
 ALERTS: Final = "alerts.v1"
 DEADLETTER: Final = "deadletter.v1"
 PRIVACY_COMMANDS: Final = "privacy-commands.v1"
+ALERT_OUTCOMES: Final = "alert-outcomes.v1"
 
 
 def source_topic(settings: HubSettings, event_type: EventType) -> str:
@@ -45,6 +46,10 @@ def deadletter_topic(settings: HubSettings) -> str:
 
 def privacy_commands_topic(settings: HubSettings) -> str:
     return f"{settings.topic_prefix}.{PRIVACY_COMMANDS}"
+
+
+def alert_outcomes_topic(settings: HubSettings) -> str:
+    return f"{settings.topic_prefix}.{ALERT_OUTCOMES}"
 
 
 HOUSEHOLDS_TABLE: Final = "households"
@@ -91,6 +96,18 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
             # Co-partitioned with the sources; short-lived, since erase commands name a household.
             {"retention.ms": str(_days_ms(7)), "cleanup.policy": "delete"},
             "erase, purge and re-key instructions to the matcher (Avro), key = household pseudonym",
+        )
+    )
+    specs.append(
+        TopicSpec(
+            alert_outcomes_topic(settings),
+            settings.topic_partitions,
+            # Co-partitioned with the sources: the matcher reads it with the household's events.
+            {
+                "retention.ms": str(_days_ms(settings.retention_open_alert_days)),
+                "cleanup.policy": "delete",
+            },
+            "outcomes teams closed alerts with (Avro), key = household pseudonym",
         )
     )
     specs.append(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import typing
 from enum import Enum
 from types import NoneType, UnionType
 
+import fastavro
 import pytest
 from pydantic import BaseModel
 
@@ -128,5 +130,49 @@ def test_no_identity_field_exists_in_any_schema() -> None:
         assert forbidden.isdisjoint(f["name"] for f in version.fields), version.name
 
 
-def test_alert_schema_is_loaded() -> None:
-    assert CODEC.latest(ALERT_SCHEMA_NAME).version == 1
+def test_every_newer_schema_version_reads_what_older_versions_wrote() -> None:
+    """Backward compatibility: a field a version adds has a default, none changes type."""
+    by_name: dict[str, list[typing.Any]] = {}
+    for version in CODEC.versions():
+        by_name.setdefault(version.name, []).append(version)
+    for versions in by_name.values():
+        newest = versions[-1]
+        for older in versions[:-1]:
+            old_fields = {f["name"]: f for f in older.fields}
+            for field in newest.fields:
+                if field["name"] in old_fields:
+                    assert field["type"] == old_fields[field["name"]]["type"], field["name"]
+                else:
+                    assert "default" in field, f"{newest.name} v{newest.version}: {field['name']}"
+
+
+def test_an_alert_written_with_version_1_reads_with_the_newest_schema() -> None:
+    assert CODEC.latest(ALERT_SCHEMA_NAME).version == 2
+    v1 = next(v for v in CODEC.versions() if v.name == ALERT_SCHEMA_NAME and v.version == 1)
+    alert = {
+        "alert_id": "a1",
+        "household_id": "hh1-abc",
+        "municipality_code": "GM0153",
+        "wijk_code": None,
+        "rule_id": "twente-match",
+        "rule_version": 1,
+        "episode": 1,
+        "version": 1,
+        "priority": "NORMAL",
+        "purpose": "debt-help",
+        "legal_basis": "Wgs art. 3 en 4",
+        "raised_on": dt.date(2025, 3, 1),
+        "deadline": dt.date(2025, 3, 29),
+        "deadline_rule": "4 weken",
+        "domains": ["debt"],
+        "explanation": "2 betalingsachterstanden",
+        "undisclosed_domains": "hide",
+        "contributions": [],
+    }
+    buffer = io.BytesIO()
+    buffer.write(MAGIC + v1.fingerprint)
+    fastavro.schemaless_writer(buffer, v1.parsed, alert)
+    name, record = CODEC.decode(buffer.getvalue())
+    assert name == ALERT_SCHEMA_NAME
+    assert record["condition"] == "" and record["rule_title"] == ""
+    assert record["explanation"] == "2 betalingsachterstanden"

@@ -10,9 +10,10 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from services.ingest.models import Address
-from services.matcher.engine import Engine, empty_state, merge, purge
+from services.matcher.engine import Engine, Household, merge, purge
 from services.matcher.facts import Fact
-from services.matcher.rules import BASELINE_RULES, Deadline, TwenteMatch
+from services.matcher.rules import Condition, Deadline, Rule
+from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
 from services.notifier.access import present
 from services.notifier.settings import NotifierSettings, Team
 from services.shared.config import VaultSettings
@@ -24,18 +25,23 @@ from services.shared.purposes import check_rule, disclosed_domains
 
 def test_a_debt_purpose_rule_that_reads_health_sources_is_refused() -> None:
     with pytest.raises(ConfigurationError) as refused:
-        TwenteMatch(
+        Rule(
             id="schulden-en-ggz",
             version=1,
+            title="Schulden en ggz",
             purpose="debt-help",
             legal_basis="Wgs art. 4",
             priority="NORMAL",
             deadline=Deadline(28, working_days=False),
             sources=frozenset({"debt", "wvggz"}),
+            condition=Condition(window_days=90, min_events=2, min_domains=2),
         )
     message = str(refused.value)
     assert "schulden-en-ggz" in message and "debt-help" in message
     assert "wvggz is health data" in message and "Wgs art. 8b" in message
+
+
+BASELINE_RULES = load_ruleset(DEFAULT_RULES_FILE).rules
 
 
 def test_the_baseline_rules_pass_purpose_binding() -> None:
@@ -113,37 +119,37 @@ def _fact(event_id: str, day: str, creditor: str, domain: str = "debt") -> Fact:
 
 def test_purged_events_stop_counting_even_when_sent_again() -> None:
     engine = Engine(BASELINE_RULES)
-    state = empty_state()
+    state = Household()
     engine.apply("hh1-x", state, _fact("a", "2025-01-10", "huur"))
     assert purge(state, {"debt": "2025-02-01"}) == 1
-    assert state["events"] == {}
+    assert state.facts == {}
     again = engine.apply("hh1-x", state, _fact("a", "2025-01-10", "huur"))
-    assert again.expired and again.alerts == []
+    assert again.expired and again.publish == ()
     later = engine.apply("hh1-x", state, _fact("b", "2025-02-10", "energie"))
-    assert later.alerts == []  # no Twente-match with the purged signal
+    assert later.publish == ()  # no Twente-match with the purged signal
 
 
 def test_a_moved_state_meets_events_that_arrived_first_under_the_new_pseudonym() -> None:
     engine = Engine(BASELINE_RULES)
-    old, new = empty_state(), empty_state()
+    old, new = Household(), Household()
     engine.apply("hh1-x", old, _fact("a", "2025-03-01", "huur"))
     engine.apply("hh2-x", new, _fact("b", "2025-03-05", "energie"))
     merge(new, old)
-    outcome = engine.evaluate("hh2-x", new)
-    assert [a["rule_id"] for a in outcome.alerts] == ["twente-match"]
-    assert {c["event_id"] for c in outcome.alerts[0]["contributions"]} == {"a", "b"}
+    alerts = engine.records("hh2-x", new, engine.evaluate("hh2-x", new).publish)
+    assert [a["rule_id"] for a in alerts] == ["twente-match"]
+    assert {c["event_id"] for c in alerts[0]["contributions"]} == {"a", "b"}
 
 
 def test_when_both_pseudonyms_have_an_alert_the_joined_one_is_published() -> None:
     engine = Engine(BASELINE_RULES)
-    old, new = empty_state(), empty_state()
+    old, new = Household(), Household()
     for event_id, day, creditor in (("a", "2025-03-01", "huur"), ("b", "2025-03-02", "energie")):
         engine.apply("hh1-x", old, _fact(event_id, day, creditor))
     for event_id, day, creditor in (("c", "2025-03-05", "water"), ("d", "2025-03-06", "duo")):
         engine.apply("hh2-x", new, _fact(event_id, day, creditor))
-    old_id = old["alerts"]["twente-match"]["alert_id"]
+    old_id = old.open["twente-match"].alert_id
     outcome = engine.evaluate("hh2-x", new, also=merge(new, old))
-    (alert,) = outcome.alerts
+    (alert,) = engine.records("hh2-x", new, outcome.publish)
     assert alert["alert_id"] == old_id  # the alert the team already works on
     assert {c["event_id"] for c in alert["contributions"]} == {"a", "b", "c", "d"}
     assert alert["version"] == 2  # newer than either stored version, so the notifier takes it

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from services.cli.demo import replay
 from services.cli.synthetic import Generator, SyntheticEvent
+from services.matcher.engine import Household
 from services.privacy.scan import Detector, Finding, Kind, ScanResult, hub_topics
 from services.shared.avro import AvroCodec
 from services.shared.config import DEFAULT_SCHEMAS_DIR, HubSettings, PseudonymSettings
@@ -137,17 +138,17 @@ def _published(events: list[SyntheticEvent]) -> dict[str, list[Any]]:
     in the Faust changelog.
     """
     pseudonyms = Pseudonymiser(PseudonymSettings(pseudonym_secret=SecretStr("s" * 32)))
-    states: dict[str, dict[str, Any]] = {}
+    states: dict[str, Household] = {}
     records: list[dict[str, Any]] = []
     alerts: dict[str, dict[str, Any]] = {}
     received_at = dt.datetime(2025, 12, 31, 12, tzinfo=dt.UTC)
     for step in replay(events, pseudonyms, states, received_at):
         records.append(CODEC.decode(CODEC.encode(step.schema_name, step.record))[1])
-        for alert in step.outcome.alerts:
+        for alert in step.alerts:
             alerts[alert["alert_id"]] = CODEC.decode(CODEC.encode(ALERT_SCHEMA_NAME, alert))[1]
     return {
         "records": records,
-        "states": [json.loads(json.dumps(s)) for s in states.values()],
+        "states": [json.loads(json.dumps(s.to_json())) for s in states.values()],
         "alerts": list(alerts.values()),
     }
 

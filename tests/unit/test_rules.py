@@ -1,16 +1,20 @@
-"""The baseline rules and the engine that applies them per household."""
+"""The baseline rules and the engine that applies them per household; episodes; properties."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.matcher.engine import RETENTION_DAYS, Engine, empty_state
+from services.matcher.engine import RETENTION_DAYS, Engine, Household
 from services.matcher.facts import Fact
-from services.matcher.rules import BASELINE_RULES, add_working_days
+from services.matcher.rules import Condition, Deadline, Filter, Rule, add_working_days
+from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
+
+BASELINE_RULES = load_ruleset(DEFAULT_RULES_FILE).rules
 
 HOUSEHOLD = "hh1-test"
 
@@ -51,12 +55,12 @@ def other(n: int, day: dt.date, event_type: str, domain: str) -> Fact:
     )
 
 
-def run(facts: list[Fact]) -> dict[str, dict]:
-    engine = Engine(BASELINE_RULES)
-    state = empty_state()
+def run(facts: list[Fact], rules: tuple[Rule, ...] = BASELINE_RULES) -> dict[str, dict]:
+    engine = Engine(rules)
+    state = Household()
     alerts: dict[str, dict] = {}
     for fact in facts:
-        for alert in engine.apply(HOUSEHOLD, state, fact).alerts:
+        for alert in engine.records(HOUSEHOLD, state, engine.apply(HOUSEHOLD, state, fact).publish):
             alerts[alert["rule_id"]] = alert
     return alerts
 
@@ -124,10 +128,14 @@ def test_twente_match_never_reads_health_sources() -> None:
 
 def test_open_alert_escalates_instead_of_duplicating() -> None:
     engine = Engine(BASELINE_RULES)
-    state = empty_state()
-    engine.apply(HOUSEHOLD, state, debt(1, D))
-    first = engine.apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01")).alerts
-    third = engine.apply(HOUSEHOLD, state, debt(3, D, creditor="water 01")).alerts
+    state = Household()
+
+    def apply(fact: Fact) -> list[dict]:
+        return engine.records(HOUSEHOLD, state, engine.apply(HOUSEHOLD, state, fact).publish)
+
+    apply(debt(1, D))
+    first = apply(debt(2, D, creditor="energie 01"))
+    third = apply(debt(3, D, creditor="water 01"))
     assert first[0]["version"] == 1
     assert third[0]["version"] == 2
     assert third[0]["alert_id"] == first[0]["alert_id"]
@@ -136,12 +144,14 @@ def test_open_alert_escalates_instead_of_duplicating() -> None:
 
 def test_resent_event_counts_once_and_republishes_its_alert() -> None:
     engine = Engine(BASELINE_RULES)
-    state = empty_state()
+    state = Household()
     engine.apply(HOUSEHOLD, state, debt(1, D))
     raised = engine.apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01"))
     again = engine.apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01"))
     assert again.duplicate
-    assert again.alerts == raised.alerts
+    assert engine.records(HOUSEHOLD, state, again.publish) == engine.records(
+        HOUSEHOLD, state, raised.publish
+    )
     assert not again.raised and not again.escalated
 
 
@@ -188,3 +198,144 @@ def test_result_does_not_depend_on_arrival_order_or_resending(
     with_resends = shuffled + resent
     rnd.shuffle(with_resends)
     assert _final(run(shuffled)) == _final(run(facts)) == _final(run(with_resends))
+
+
+# Any rule the rules file can express, not only the baseline: the properties are about the
+# semantics every rule shares.
+RULES = st.builds(
+    lambda window, events, creditors, domains, crisis, minimum, sources: Rule(
+        id="generated",
+        version=1,
+        title="generated",
+        purpose="integrated-approach",
+        legal_basis="test",
+        priority="NORMAL",
+        sources=frozenset(sources),
+        condition=Condition(
+            window_days=window,
+            min_events=max(events, creditors, domains),
+            min_creditors=creditors,
+            min_domains=domains,
+        ),
+        deadline=Deadline(14, working_days=True),
+        filter=Filter(crisis=crisis, min_amount_eur=minimum),
+        explanation="{events} signalen op {dates}",
+    ),
+    st.integers(0, 182),
+    st.integers(1, 4),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.sampled_from([None, True, False]),
+    st.sampled_from([None, 0, 500, 1000]),
+    st.sets(st.sampled_from(["debt", "wvggz", "care", "streettriage"]), min_size=1),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(RULES, min_size=1, max_size=3), FACTS, st.randoms(use_true_random=False))
+def test_any_rule_gives_the_same_alerts_in_any_order_and_with_any_resends(
+    rules: list[Rule], facts: list[Fact], rnd: random.Random
+) -> None:
+    ruleset = tuple(Rule(**{**vars(r), "id": f"r{n}"}) for n, r in enumerate(rules))  # distinct ids
+    shuffled = facts[:]
+    rnd.shuffle(shuffled)
+    resent = shuffled + [rnd.choice(facts) for _ in range(3)] if facts else []
+    rnd.shuffle(resent)
+    expected = _final(run(facts, ruleset))
+    assert _final(run(shuffled, ruleset)) == expected
+    assert _final(run(resent, ruleset)) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(FACTS, st.randoms(use_true_random=False))
+def test_a_household_applied_at_once_gives_what_one_by_one_gives(
+    facts: list[Fact], rnd: random.Random
+) -> None:
+    """`Engine.apply_all` (back-testing a file) against `Engine.apply` (the live agent)."""
+    engine = Engine(BASELINE_RULES)
+    together = Household()
+    resent = [rnd.choice(facts)] if facts else []
+    outcome, _ = engine.apply_all(HOUSEHOLD, together, facts + resent)
+    at_once = {a["rule_id"]: a for a in engine.records(HOUSEHOLD, together, outcome.publish)}
+    assert _final(at_once) == _final(run(facts))
+
+
+def _close(engine: Engine, state: Household, rule_id: str, day: dt.date) -> bool:
+    return engine.close(state, rule_id, state.open[rule_id].alert_id, day, "hulp-gestart")
+
+
+def test_a_closed_alert_cools_down_unless_a_new_creditor_appears() -> None:
+    engine = Engine(BASELINE_RULES)
+    state = Household()
+    engine.apply(HOUSEHOLD, state, debt(1, D))
+    first = engine.apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01"))
+    first_id = state.open["twente-match"].alert_id
+    assert first.raised == ("twente-match",)
+    assert _close(engine, state, "twente-match", D + dt.timedelta(days=5))
+    # The same creditors again within 30 days of closing: quiet, and counted as such.
+    quiet = engine.apply(HOUSEHOLD, state, debt(3, D + dt.timedelta(days=20)))
+    assert quiet.publish == () and quiet.suppressed == ("twente-match",)
+    assert "twente-match" not in state.open
+    # A creditor the closed alert did not have: a new episode at once, with a new id.
+    new = engine.apply(HOUSEHOLD, state, debt(4, D + dt.timedelta(days=25), creditor="water 01"))
+    assert new.raised == ("twente-match",)
+    (alert,) = engine.records(HOUSEHOLD, state, new.publish)
+    assert alert["episode"] == 2 and alert["alert_id"] != first_id
+    assert alert["raised_on"] == D + dt.timedelta(days=25)
+    # The closed alert's events still count as context: all four are in the new one.
+    assert [c["event_id"] for c in alert["contributions"]] == ["d1", "d2", "d3", "d4"]
+
+
+def test_after_the_cool_down_the_same_creditor_starts_a_new_episode() -> None:
+    engine = Engine(BASELINE_RULES)
+    state = Household()
+    engine.apply(HOUSEHOLD, state, debt(1, D))
+    engine.apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01"))
+    closed_on = D + dt.timedelta(days=1)
+    assert _close(engine, state, "twente-match", closed_on)
+    on_last_day = engine.apply(HOUSEHOLD, state, debt(3, closed_on + dt.timedelta(days=30)))
+    assert on_last_day.suppressed == ("twente-match",)
+    after = engine.apply(HOUSEHOLD, state, debt(4, closed_on + dt.timedelta(days=31)))
+    assert after.raised == ("twente-match",)
+    assert state.open["twente-match"].episode == 2
+
+
+def test_closing_is_idempotent_and_only_for_the_open_alert() -> None:
+    engine = Engine(BASELINE_RULES)
+    state = Household()
+    engine.apply(HOUSEHOLD, state, debt(1, D, crisis=True))
+    crisis_id = state.open["debt-crisis"].alert_id
+    assert not engine.close(state, "debt-crisis", "another-alert", D, "hulp-gestart")
+    assert engine.close(state, "debt-crisis", crisis_id, D, "niet-opgepakt")
+    assert not engine.close(state, "debt-crisis", crisis_id, D, "niet-opgepakt")  # re-sent
+    assert state.closed["debt-crisis"].outcome == "niet-opgepakt"
+
+
+def test_an_event_from_the_future_is_refused_with_the_reason() -> None:
+    engine = Engine(BASELINE_RULES, future_tolerance_days=1)
+    state = Household()
+    tomorrow = dataclasses.replace(debt(1, D + dt.timedelta(days=1)), received_on=D)
+    assert engine.apply(HOUSEHOLD, state, tomorrow).rejected is None
+    later = dataclasses.replace(debt(2, D + dt.timedelta(days=9)), received_on=D)
+    outcome = engine.apply(HOUSEHOLD, state, later)
+    assert outcome.rejected == "event date lies 9 days after the day it was received (tolerance 1)"
+    assert "d2" not in state.facts
+
+
+def test_the_state_survives_its_json_form_and_old_states_still_load() -> None:
+    engine = Engine(BASELINE_RULES)
+    state = Household()
+    engine.apply(HOUSEHOLD, state, debt(1, D, crisis=True))
+    engine.apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01"))
+    _close(engine, state, "debt-crisis", D)
+    assert Household.from_json(HOUSEHOLD, state.to_json()) == state
+    # A state written before episodes could close: no closed, spent or alert ids.
+    old = state.to_json()
+    for key in ("closed", "spent", "cutoffs"):
+        old.pop(key)
+    for alert in old["alerts"].values():
+        alert.pop("alert_id")
+        for fact in old["events"].values():
+            fact.pop("received_on", None)
+    loaded = Household.from_json(HOUSEHOLD, old)
+    assert loaded.open["twente-match"].alert_id == state.open["twente-match"].alert_id

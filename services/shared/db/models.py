@@ -47,6 +47,9 @@ class Alert(Base):
     deadline: Mapped[dt.date] = mapped_column(Date, index=True)
     deadline_rule: Mapped[str] = mapped_column(String(64))
     domains: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    #: The rule's condition in Dutch; empty for alerts from before rules were data.
+    condition: Mapped[str] = mapped_column(Text, default="", server_default="")
+    rule_title: Mapped[str] = mapped_column(String(120), default="", server_default="")
     explanation: Mapped[str] = mapped_column(Text)
     #: How domains a team may not see appear: "mention" ("another domain is involved") or "hide".
     undisclosed_domains: Mapped[str] = mapped_column(

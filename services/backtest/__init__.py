@@ -1,0 +1,1 @@
+"""Reports on a backtest: which alerts a rule file would have raised over replayed events."""
