@@ -25,15 +25,16 @@ COPY pyproject.toml README.m[d] ./
 COPY services/ services/
 RUN pip install .
 
-# ---- final: the venv, the Avro schemas, a non-root user -----------------------------------
+# ---- final: the venv, the Avro schemas, the rules, a non-root user ------------------------
 FROM python:3.11-slim
 
-# The Avro schemas live at the repository root, not inside the installed package:
-# copy them and point the settings field `schemas_dir` at the copy.
+# The Avro schemas and the rules file live at the repository root, not inside the installed
+# package: copy them and point the settings at the copies.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HUB_SCHEMAS_DIR=/app/schemas
+    HUB_SCHEMAS_DIR=/app/schemas \
+    HUB_MATCHER_RULES_FILE=/app/rules/baseline.yaml
 
 RUN groupadd --system --gid 10001 hub \
     && useradd --system --uid 10001 --gid hub --home-dir /app --shell /usr/sbin/nologin hub \
@@ -41,8 +42,9 @@ RUN groupadd --system --gid 10001 hub \
 
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-# Owned by root: the services only read the schemas.
+# Owned by root: the services only read the schemas and the rules.
 COPY schemas/ /app/schemas/
+COPY rules/ /app/rules/
 
 USER 10001:10001
 

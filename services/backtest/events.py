@@ -35,10 +35,6 @@ Row = tuple[str, Fact]
 EXPORT_RECORD: Final = "nl.twente.hub.backtest.EventBatch"
 
 
-def _export_schema() -> Any:
-    return load_schema_file(EXPORT_SCHEMA_FILE).parsed
-
-
 #: Events per batch, at least; a batch always ends with a household's last event.
 BATCH_EVENTS: Final = 2000
 CODEC = "deflate"
@@ -61,7 +57,12 @@ CODED: Final = frozenset(
 )
 
 
-def write_events(out: BinaryIO, rows: Iterable[Row], metadata: dict[str, str]) -> int:
+def write_events(
+    out: BinaryIO,
+    rows: Iterable[Row],
+    metadata: dict[str, str],
+    schema_file: Path = EXPORT_SCHEMA_FILE,
+) -> int:
     """Writes the rows as an Avro container file of batches, grouped per household (in
     order of first appearance, each household's events in the order given), one batch per
     block so that back-testing can hand blocks to separate processes. Returns the count."""
@@ -77,7 +78,7 @@ def write_events(out: BinaryIO, rows: Iterable[Row], metadata: dict[str, str]) -
     sizes = [len(b) for b in batches]
     writer = Writer(
         out,
-        _export_schema(),
+        load_schema_file(schema_file).parsed,
         codec=CODEC,
         sync_interval=1 << 40,  # a block ends where _write_batch flushes: one batch a block
         metadata={

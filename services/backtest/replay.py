@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -186,9 +187,7 @@ def replay_file(
             progress(result.events)
         return result
     result = Replayed()
-    # spawn, not fork: the parent may run threads (an event loop's executor), and a forked
-    # child would inherit their locks.
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(_start_method())
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [
             pool.submit(_replay_blocks, events.path, share, rules, tolerance_days)
@@ -200,6 +199,15 @@ def replay_file(
             if progress is not None:
                 progress(part.events)
     return result
+
+
+def _start_method() -> str:
+    """fork when this process runs no other thread: a worker starts in milliseconds with the
+    modules already loaded. Otherwise spawn, since a forked child inherits other threads'
+    locks in whatever state they are; it costs each worker a second of imports."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
 
 
 def _shares(blocks: Sequence[Block], count: int) -> list[list[Block]]:

@@ -215,6 +215,8 @@ def run_demo(
             asyncio.run(_wait_for_alerts(database_url, expected, progress))
         console.print("privacy scan of every topic, table, log and metric of this run")
         scan = asyncio.run(_privacy_scan(stack, events))
+        readyz = httpx.get(f"{stack.url('matcher')}/readyz", timeout=10).json()
+        rules = {"ruleset": readyz["ruleset"], "rules": readyz["rules"]}
 
     per_type: dict[str, dict[str, int]] = {}
     for key, count in outcomes.items():
@@ -241,6 +243,8 @@ def run_demo(
         # it again with HUB_TOPIC_PREFIX and HUB_MATCHER_APP_ID set to these.
         "topic_prefix": stack.topic_prefix,
         "matcher_app_id": stack.hub_settings.matcher_app_id,
+        # What the matcher reported on /readyz: the rules file it runs.
+        "rules": rules,
         "privacy_scan": scan,
     }
     if not quiet:
@@ -280,9 +284,16 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     for event_type, counts in summary["events"].items():
         other = ", ".join(f"{k}: {v}" for k, v in counts.items() if k != "accepted")
         events.add_row(event_type, str(counts.get("accepted", 0)), other or "-")
-    rules = Table("rule", "alerts", title="Alerts per rule")
+    ruleset = summary["rules"]["ruleset"]
+    rules = Table(
+        "rule",
+        "version",
+        "alerts",
+        title=f"Alerts per rule ({ruleset['name']} {ruleset['version']})",
+    )
+    versions = summary["rules"]["rules"]
     for rule, count in summary["alerts_per_rule"].items():
-        rules.add_row(rule, str(count))
+        rules.add_row(rule, str(versions.get(rule, "?")), str(count))
     places = Table("municipality", "alerts", title="Alerts per municipality")
     for place, count in summary["alerts_per_municipality"].items():
         places.add_row(place, str(count))

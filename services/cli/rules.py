@@ -1,8 +1,8 @@
 """`hub rules check|schema`, `hub backtest` and `hub export events`: the data team's commands.
 
 A rules change goes: edit the YAML, `hub rules check` it (validation and the examples in
-it), `hub backtest` it against last year's events and `--compare` it with the rules in
-use, then deploy it to the matcher (`HUB_MATCHER_RULES_FILE`).
+it), `hub backtest` it against the events the topics still hold (or an export of them) and
+`--compare` it with the rules in use, then deploy it to the matcher (`HUB_MATCHER_RULES_FILE`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.matcher.engine import DEFAULT_FUTURE_TOLERANCE_DAYS
 from services.matcher.ruleset import RuleSet, RulesFileError, load_ruleset
 
 if TYPE_CHECKING:
-    from services.backtest.events import Row
+    from services.backtest.events import EventsFile, Row
     from services.backtest.replay import Replayed
 
 rules_app = typer.Typer(help="Correlation rules files: check them, publish their schema.")
@@ -145,6 +146,8 @@ EndOption = Annotated[
 
 @contextmanager
 def _progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr, redrawn as work is reported rather than by a thread of its
+    own: with no other thread running, the back-test can fork its workers safely."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -152,9 +155,19 @@ def _progress(description: str, total: int | None) -> Iterator[Callable[[int], N
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        auto_refresh=False,
     ) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        drawn = time.monotonic()
+
+        def advance(n: int) -> None:
+            nonlocal drawn
+            progress.advance(task, n)
+            if time.monotonic() - drawn > 0.1:
+                progress.refresh()
+                drawn = time.monotonic()
+
+        yield advance
 
 
 def _topic_rows(
@@ -200,6 +213,15 @@ def backtest(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes for a file (default: one per core).")
     ] = None,
+    future_tolerance_days: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=30,
+            envvar="HUB_MATCHER_FUTURE_TOLERANCE_DAYS",
+            help="Refuse events dated more days after their receipt, as the matcher does.",
+        ),
+    ] = DEFAULT_FUTURE_TOLERANCE_DAYS,
     as_json: JsonOption = False,
 ) -> None:
     """Replay history through a rules file, with the matcher's own engine, and report the
@@ -216,16 +238,16 @@ def backtest(
     if from_topics:
         rows = _topic_rows(since, until, start_offset, end_offset)
         source = f"kafka ({len(rows)} events)"
-        replays = [_replay_rows(ruleset, rows)] + ([_replay_rows(other, rows)] if other else [])
+        replays = [_replay_rows(rs, rows, future_tolerance_days) for rs in (ruleset, other) if rs]
     else:
         path = Path(events)
         if not path.is_file():
             raise typer.BadParameter(f"{events}: no such file", param_hint="--events")
         file = EventsFile(path)
         source = str(path)
-        replays = [_replay_file(ruleset, file, workers)]
-        if other is not None:
-            replays.append(_replay_file(other, file, workers))
+        replays = [
+            _replay_file(rs, file, workers, future_tolerance_days) for rs in (ruleset, other) if rs
+        ]
     reports = [
         Report.from_alerts(
             replayed.alerts.values(),
@@ -280,22 +302,26 @@ def _event_counts(replayed: Replayed) -> dict[str, Any]:
     }
 
 
-def _replay_file(ruleset: RuleSet, file: Any, workers: int | None) -> tuple[Replayed, float]:
+def _replay_file(
+    ruleset: RuleSet, file: EventsFile, workers: int | None, tolerance_days: int
+) -> tuple[Replayed, float]:
     from services.backtest.replay import replay_file
 
     total = sum(b.events for b in file.blocks())
     with _progress(f"replaying {ruleset.label}", total) as advance:
         started = time.perf_counter()
-        replayed = replay_file(ruleset.rules, file, workers=workers, progress=advance)
+        replayed = replay_file(
+            ruleset.rules, file, workers=workers, tolerance_days=tolerance_days, progress=advance
+        )
         return replayed, time.perf_counter() - started
 
 
-def _replay_rows(ruleset: RuleSet, rows: list[Row]) -> tuple[Replayed, float]:
+def _replay_rows(ruleset: RuleSet, rows: list[Row], tolerance_days: int) -> tuple[Replayed, float]:
     from services.backtest.replay import replay_rows
 
     with _progress(f"replaying {ruleset.label}", len(rows)) as advance:
         started = time.perf_counter()
-        replayed = replay_rows(ruleset.rules, rows, progress=advance)
+        replayed = replay_rows(ruleset.rules, rows, tolerance_days, progress=advance)
         return replayed, time.perf_counter() - started
 
 
@@ -322,17 +348,22 @@ def export_events(
     """Write the source events the rules read (no personal details) to a file that
     `hub backtest --events FILE` replays."""
     from services.backtest.events import write_events
+    from services.shared.config import HubSettings
 
+    settings = HubSettings()
     if synthetic:
+        if since or until or start_offset is not None or end_offset is not None:
+            raise typer.BadParameter(
+                "a synthetic year has no topics to select from",
+                param_hint="--since/--until/offsets",
+            )
         rows = _synthetic_rows(seed, scale)
         metadata = {"source": "synthetic", "seed": str(seed), "scale": str(scale)}
     else:
-        from services.shared.config import HubSettings
-
         rows = _topic_rows(since, until, start_offset, end_offset)
         metadata = {
             "source": "kafka",
-            "topic_prefix": HubSettings().topic_prefix,
+            "topic_prefix": settings.topic_prefix,
             "since": since or "",
             "until": until or "",
         }
@@ -340,7 +371,7 @@ def export_events(
     # Written next to the target and renamed: a failed export leaves no half a file.
     partial = output.with_name(output.name + ".partial")
     with partial.open("wb") as stream:
-        count = write_events(stream, rows, metadata)
+        count = write_events(stream, rows, metadata, settings.schemas_dir / "event-export.v1.avsc")
     partial.replace(output)
     households = len({h for h, _ in rows})
     if as_json:

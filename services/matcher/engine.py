@@ -26,8 +26,9 @@ from services.matcher.rules import Rule
 from services.shared.events import DOMAIN_NL
 from services.shared.identity import alert_id
 
-#: Facts older than this before the household's newest fact can no longer join any window
-#: (rules are refused with a longer window), unless an open alert holds them.
+#: Facts older than this before the household's newest fact are forgotten, unless an open
+#: alert holds them. Windows are at most this long (the rules file refuses longer ones), so
+#: a forgotten fact can only have mattered to an event that arrives later than a year late.
 RETENTION_DAYS = 365
 
 #: How far an event date may lie after the day it was received (time zones, clock skew).
@@ -153,7 +154,11 @@ class Engine:
         self.rules = tuple(rules)
         self._by_id = {r.id: r for r in self.rules}
         self.rule_ids = frozenset(self._by_id)
-        self._by_domain = {d: tuple(r for r in self.rules if d in r.sources) for d in DOMAIN_NL}
+        # Per domain, the rules that read it, in order, and whether they filter its facts.
+        self._by_domain = {
+            d: tuple((r, not r.filter.everything) for r in self.rules if d in r.sources)
+            for d in DOMAIN_NL
+        }
         self._tolerance = dt.timedelta(days=future_tolerance_days)
 
     def apply(self, household_id: str, household: Household, fact: Fact) -> Outcome:
@@ -187,7 +192,11 @@ class Engine:
         return outcome, refused
 
     def _readers(self, fact: Fact) -> list[Rule]:
-        return [r for r in self._by_domain.get(fact.domain, ()) if r.filter.admits(fact)]
+        return [
+            rule
+            for rule, filters in self._by_domain.get(fact.domain, ())
+            if not filters or rule.filter.admits(fact)
+        ]
 
     def _admit(self, household: Household, fact: Fact) -> Outcome | None:
         """Adds the fact, or says why not: from the future, expired, or seen before."""
@@ -204,7 +213,9 @@ class Engine:
             # Re-sent event: nothing changes, but re-publish the alerts it belongs to, in case
             # the first attempt died between saving the state and publishing the alert.
             again = tuple(
-                rule_id for rule_id, e in household.open.items() if fact.event_id in e.event_ids
+                rule_id
+                for rule_id, e in household.open.items()
+                if fact.event_id in e.event_ids and rule_id in self._by_id
             )
             return Outcome(duplicate=True, publish=again)
         household.facts[fact.event_id] = fact
@@ -256,7 +267,10 @@ class Engine:
         if not (raised or escalated or suppressed or also):
             return NOTHING
         changed = [*raised, *escalated]
-        publish = (*changed, *(r for r in also if r not in changed and r in household.open))
+        publish = (
+            *changed,
+            *(r for r in also if r not in changed and r in household.open and r in self._by_id),
+        )
         return Outcome(
             publish=publish,
             raised=tuple(raised),
@@ -333,8 +347,15 @@ class Engine:
     def records(
         self, household_id: str, household: Household, rule_ids: Iterable[str]
     ) -> list[dict[str, Any]]:
-        """The alert records (Avro `HouseholdAlert`) of the rules' open alerts."""
-        found = (self.record(household_id, household, r) for r in rule_ids)
+        """The alert records (Avro `HouseholdAlert`) of the rules' open alerts.
+
+        A rule the rules file no longer has is left out: its alert stays as the team has it.
+        """
+        found = (
+            self.record(household_id, household, r)
+            for r in rule_ids
+            if r in self._by_id and r in household.open
+        )
         return [r for r in found if r is not None]
 
     def summary(

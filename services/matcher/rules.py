@@ -2,10 +2,10 @@
 
 Rules are data (`rules/*.yaml`, read by `services.matcher.ruleset`); this module holds the
 semantics every rule shares. A rule picks the household's facts it may read (its sources and
-filters), and holds when some fact has, within the window of its own event date, enough
-facts: events, distinct creditors, distinct domains. The facts that qualify are the union
-of those neighbourhoods. Adding a fact can only add qualifying facts (the condition is
-monotone), so the same facts give the same answer whatever order they arrived in.
+filters), and holds when some window of `window_days` days, starting on a fact's event
+date, holds enough facts: events, distinct creditors, distinct domains. The facts that
+qualify are the union of those windows. Adding a fact can only add qualifying facts (the
+condition is monotone), so the same facts give the same answer whatever order they arrived in.
 """
 
 from __future__ import annotations
@@ -118,9 +118,9 @@ class Condition:
     def holds(self, near: Sequence[Fact]) -> bool:
         if len(near) < self.min_events:
             return False
-        if self.min_creditors > 1 and len(_distinct(near, _creditor)) < self.min_creditors:
+        if self.min_creditors and len(_distinct(near, _creditor)) < self.min_creditors:
             return False
-        return self.min_domains <= 1 or len(_distinct(near, _domain)) >= self.min_domains
+        return not self.min_domains or len(_distinct(near, _domain)) >= self.min_domains
 
 
 def _creditor(fact: Fact) -> str | None:
@@ -165,8 +165,14 @@ class Rule:
     def reads(self, fact: Fact) -> bool:
         return fact.domain in self.sources and self.filter.admits(fact)
 
+    @cached_property
+    def reads_everything(self) -> bool:
+        return self.filter.everything and self.sources >= set(DOMAIN_NL)
+
     def in_scope(self, facts: Collection[Fact]) -> list[Fact]:
         """The facts this rule reads, in event-date order."""
+        if self.reads_everything:
+            return sorted(facts, key=Fact.sort_key)
         return sorted((f for f in facts if self.reads(f)), key=Fact.sort_key)
 
     def qualifying(self, facts: Collection[Fact]) -> list[Fact]:
@@ -178,7 +184,7 @@ class Rule:
     def _qualifying(self, ordered: Sequence[Fact]) -> list[Fact]:
         condition = self.condition
         # Holding is monotone: if all the facts together do not hold, no window of them does;
-        # if they all lie within one window of each other, every anchor sees all of them.
+        # if they all lie within one window, that window is the answer.
         if not condition.holds(ordered):
             return []
         window = dt.timedelta(days=condition.window_days)
@@ -186,9 +192,11 @@ class Rule:
             return list(ordered)
         dates = [f.event_date for f in ordered]
         chosen = [False] * len(ordered)
-        for anchor in dates:
-            low = bisect.bisect_left(dates, anchor - window)
-            high = bisect.bisect_right(dates, anchor + window)
+        # Each window starts at a fact's date and lasts `window_days`: the facts it holds lie
+        # within that many days of each other, as "binnen 90 dagen" says.
+        for start in sorted(set(dates)):
+            low = bisect.bisect_left(dates, start)
+            high = bisect.bisect_right(dates, start + window)
             if condition.holds(ordered[low:high]):
                 chosen[low:high] = [True] * (high - low)
         return [f for f, keep in zip(ordered, chosen, strict=True) if keep]

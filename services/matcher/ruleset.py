@@ -42,6 +42,7 @@ from services.shared.config import REPO_ROOT
 from services.shared.errors import ConfigurationError
 from services.shared.events import FAMILIES, Domain, EventType
 from services.shared.identity import event_id
+from services.shared.outcomes import OUTCOMES
 from services.shared.purposes import check_rule
 
 DEFAULT_RULES_FILE = REPO_ROOT / "rules" / "baseline.yaml"
@@ -102,8 +103,8 @@ class ConditionSpec(_Strict):
         0,
         ge=0,
         le=RETENTION_DAYS,
-        description="Events count together when their event dates lie this many days apart "
-        "or less (event time, not arrival time).",
+        description="Events count together when their event dates lie within this many days "
+        "of each other (event time, not arrival time); 0: on the same day.",
     )
     min_events: int = Field(1, ge=1, le=100)
     min_creditors: int = Field(0, ge=0, le=100, description="Distinct creditors (debt).")
@@ -127,7 +128,14 @@ class CloseStep(_Strict):
     """The team closes the rule's open alert (an outcome recorded in the inbox)."""
 
     close: dt.date
-    outcome: str = "hulp-gestart"
+    outcome: str = Field("hulp-gestart", description="One of the fixed outcomes.")
+
+    @field_validator("outcome")
+    @classmethod
+    def _known(cls, outcome: str) -> str:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; known: {', '.join(OUTCOMES)}")
+        return outcome
 
 
 class ExpectedAlert(_Strict):

@@ -25,6 +25,7 @@ def debt(
     creditor: str = "woningcorporatie 01",
     crisis: bool = False,
     creditor_type: str = "HUUR",
+    amount: int = 700,
 ) -> Fact:
     return Fact(
         event_id=f"d{n}",
@@ -37,7 +38,7 @@ def debt(
         wijk_code=None,
         creditor_type=creditor_type,
         creditor=creditor,
-        amount_eur=700,
+        amount_eur=amount,
         crisis=crisis,
     )
 
@@ -158,7 +159,14 @@ def test_resent_event_counts_once_and_republishes_its_alert() -> None:
 FACTS = st.lists(
     st.builds(
         lambda n, days, kind, creditor, crisis: (
-            debt(n, D + dt.timedelta(days=days), creditor=f"c{creditor}", crisis=crisis)
+            debt(
+                n,
+                D + dt.timedelta(days=days),
+                creditor=f"c{creditor}",
+                crisis=crisis,
+                creditor_type=("HUUR", "ENERGIE")[creditor % 2],
+                amount=250 * (creditor + 1),
+            )
             if kind == "debt"
             else other(n, D + dt.timedelta(days=days), f"{kind}-event", kind)
         ),
@@ -203,7 +211,7 @@ def test_result_does_not_depend_on_arrival_order_or_resending(
 # Any rule the rules file can express, not only the baseline: the properties are about the
 # semantics every rule shares.
 RULES = st.builds(
-    lambda window, events, creditors, domains, crisis, minimum, sources: Rule(
+    lambda window, events, creditors, domains, crisis, minimum, kinds, sources: Rule(
         id="generated",
         version=1,
         title="generated",
@@ -218,15 +226,16 @@ RULES = st.builds(
             min_domains=domains,
         ),
         deadline=Deadline(14, working_days=True),
-        filter=Filter(crisis=crisis, min_amount_eur=minimum),
+        filter=Filter(crisis=crisis, min_amount_eur=minimum, creditor_types=frozenset(kinds)),
         explanation="{events} signalen op {dates}",
     ),
-    st.integers(0, 182),
+    st.integers(0, RETENTION_DAYS),
     st.integers(1, 4),
     st.integers(0, 3),
     st.integers(0, 3),
     st.sampled_from([None, True, False]),
     st.sampled_from([None, 0, 500, 1000]),
+    st.sets(st.sampled_from(["HUUR", "ENERGIE"]), max_size=1),
     st.sets(st.sampled_from(["debt", "wvggz", "care", "streettriage"]), min_size=1),
 )
 
@@ -339,3 +348,32 @@ def test_the_state_survives_its_json_form_and_old_states_still_load() -> None:
             fact.pop("received_on", None)
     loaded = Household.from_json(HOUSEHOLD, old)
     assert loaded.open["twente-match"].alert_id == state.open["twente-match"].alert_id
+
+
+def test_a_window_holds_only_events_within_its_days_of_each_other() -> None:
+    # Creditor A on day 0 and day 90, creditor B on day 180: only the last two are one match.
+    facts = [
+        debt(1, D),
+        debt(2, D + dt.timedelta(days=90)),
+        debt(3, D + dt.timedelta(days=180), creditor="energie 01"),
+    ]
+    alert = run(facts)["twente-match"]
+    assert [c["event_id"] for c in alert["contributions"]] == ["d2", "d3"]
+    assert alert["raised_on"] == D + dt.timedelta(days=180)
+
+
+def test_a_rule_taken_out_of_the_file_leaves_its_alerts_alone() -> None:
+    """The matcher restarted with a rules file without `twente-match` meets a household
+    whose state holds an open Twente-match, and a re-send of one of its events."""
+    state = Household()
+    Engine(BASELINE_RULES).apply(HOUSEHOLD, state, debt(1, D))
+    Engine(BASELINE_RULES).apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01"))
+    assert "twente-match" in state.open
+    without = Engine([r for r in BASELINE_RULES if r.id != "twente-match"])
+    again = without.apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01"))
+    assert again.duplicate and again.publish == ()
+    assert without.records(HOUSEHOLD, state, ["twente-match", "debt-crisis"]) == []
+    later = without.apply(HOUSEHOLD, state, debt(3, D, creditor="water 01", crisis=True))
+    assert [a["rule_id"] for a in without.records(HOUSEHOLD, state, later.publish)] == [
+        "debt-crisis"
+    ]
