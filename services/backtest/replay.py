@@ -1,8 +1,10 @@
 """Replays history through the matcher's own engine, away from the live alerts.
 
-Each household's events go through `Engine.apply` one by one in the order they were read,
-as the matcher's agent does, so the alerts (ids, contributions, raised_on, deadlines) are
-the ones the live matcher gives for the same events. Nothing is published or stored.
+Rows from the topics go through `Engine.apply` one by one, in the order they were read, as
+the matcher's agent does. A file holds each household's events together and in that order;
+they go to `Engine.apply_all` at once, which gives the same alerts (rules are monotone; a
+property test proves it), except when the household's events span more than the engine's
+memory, which then goes one by one too. Nothing is published or stored.
 
 An events file keeps each household's events together and never splits a household over
 two blocks, so whole blocks can go to separate processes: that is how `hub backtest` uses
@@ -26,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from services.backtest.events import Block, EventsFile, Row
-from services.matcher.engine import DEFAULT_FUTURE_TOLERANCE_DAYS, Engine, Household
+from services.matcher.engine import (
+    DEFAULT_FUTURE_TOLERANCE_DAYS,
+    RETENTION_DAYS,
+    Engine,
+    Household,
+)
 from services.matcher.facts import Fact
 from services.matcher.rules import Rule
 from services.shared.errors import DecodeError
@@ -80,7 +87,20 @@ class _Run:
                 result.publications += 1
 
     def apply_all(self, household_id: str, facts: list[Fact]) -> None:
-        """A whole household at once; its alerts' final records are kept straight away."""
+        """A whole household at once; its alerts' final records are kept straight away.
+
+        A household whose events span more than the engine's memory goes one event at a
+        time, as in the matcher: forgetting old facts then depends on the order.
+        """
+        dates = [f.event_date for f in facts]
+        if (max(dates) - min(dates)).days > RETENTION_DAYS:
+            household = Household()
+            for fact in facts:
+                self.apply(household_id, household, fact)
+            for rule_id in household.open:
+                if self.published.pop((household_id, rule_id), None) is not None:
+                    self._keep(household_id, household, rule_id)
+            return
         household = Household()
         outcome, refused = self.engine.apply_all(household_id, household, facts)
         result = self.result

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from services.matcher.engine import DEFAULT_FUTURE_TOLERANCE_DAYS
 from services.matcher.ruleset import RuleSet, RulesFileError, load_ruleset
+from services.shared.errors import DecodeError
 
 if TYPE_CHECKING:
     from services.backtest.events import EventsFile, Row
@@ -37,10 +39,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 SCHEMA_FILE = Path("docs/rules.schema.json")
 
 
-def _load(path: Path) -> RuleSet:
+def _load(path: Path, as_json: bool = False) -> RuleSet:
     try:
         return load_ruleset(path)
     except RulesFileError as exc:
+        if as_json:
+            typer.echo(json.dumps({"file": str(path), "passed": False, "problems": exc.problems}))
         for problem in exc.problems:
             err.print(problem, markup=False, highlight=False)
         err.print(f"[red]{path} refused[/red]: {len(exc.problems)} problem(s)")
@@ -56,7 +60,7 @@ def rules_check(
     2 when the file is refused."""
     from services.matcher.ruleset import run_examples
 
-    ruleset = _load(file)
+    ruleset = _load(file, as_json)
     results = run_examples(ruleset)
     failed = [r for r in results if not r.passed]
     if as_json:
@@ -188,7 +192,14 @@ def _topic_rows(
                 advance(1)
         return rows
 
-    return asyncio.run(read())
+    try:
+        return asyncio.run(read())
+    except KafkaError as exc:
+        err.print(f"[red]cannot read the source topics at {settings.kafka_bootstrap}[/red]: {exc}")
+        raise typer.Exit(1) from None
+    except DecodeError as exc:
+        err.print(f"[red]{exc}[/red] (HUB_TOPIC_PREFIX)")
+        raise typer.Exit(1) from None
 
 
 def backtest(
@@ -218,7 +229,7 @@ def backtest(
         typer.Option(
             min=0,
             max=30,
-            envvar="HUB_MATCHER_FUTURE_TOLERANCE_DAYS",
+            envvar="HUB_FUTURE_TOLERANCE_DAYS",
             help="Refuse events dated more days after their receipt, as the matcher does.",
         ),
     ] = DEFAULT_FUTURE_TOLERANCE_DAYS,
@@ -227,7 +238,6 @@ def backtest(
     """Replay history through a rules file, with the matcher's own engine, and report the
     alerts it would have raised: per rule, municipality and month, and the overlap between
     rules. Live alerts are not touched: nothing is published or stored."""
-    from services.backtest.events import EventsFile
     from services.backtest.report import Comparison, Report, render
 
     ruleset = _load(rules)
@@ -240,14 +250,19 @@ def backtest(
         source = f"kafka ({len(rows)} events)"
         replays = [_replay_rows(rs, rows, future_tolerance_days) for rs in (ruleset, other) if rs]
     else:
-        path = Path(events)
-        if not path.is_file():
-            raise typer.BadParameter(f"{events}: no such file", param_hint="--events")
-        file = EventsFile(path)
-        source = str(path)
-        replays = [
-            _replay_file(rs, file, workers, future_tolerance_days) for rs in (ruleset, other) if rs
-        ]
+        file = _events_file(events)
+        source = events
+        try:
+            replays = [
+                _replay_file(rs, file, workers, future_tolerance_days)
+                for rs in (ruleset, other)
+                if rs
+            ]
+        except (DecodeError, ValueError, EOFError) as exc:
+            raise typer.BadParameter(
+                f"{events}: cannot be read to the end ({type(exc).__name__}: {exc})",
+                param_hint="--events",
+            ) from None
     reports = [
         Report.from_alerts(
             replayed.alerts.values(),
@@ -290,6 +305,25 @@ def backtest(
     )
     if plot is not None:
         err.print(f"chart written to {plot}")
+
+
+def _events_file(name: str) -> EventsFile:
+    """The file, once its header and batch index have been read: refused here if it is no
+    events file, rather than halfway through the replay."""
+    from services.backtest.events import EventsFile
+
+    path = Path(name)
+    if not path.is_file():
+        raise typer.BadParameter(f"{name}: no such file", param_hint="--events")
+    file = EventsFile(path)
+    try:
+        file.blocks()
+    except (DecodeError, ValueError, EOFError) as exc:
+        raise typer.BadParameter(
+            f"{name}: not an events file written by `hub export events` ({exc})",
+            param_hint="--events",
+        ) from None
+    return file
 
 
 def _event_counts(replayed: Replayed) -> dict[str, Any]:
@@ -350,6 +384,8 @@ def export_events(
     from services.backtest.events import write_events
     from services.shared.config import HubSettings
 
+    if not output.parent.is_dir():
+        raise typer.BadParameter(f"{output.parent}: no such directory", param_hint="OUTPUT")
     settings = HubSettings()
     if synthetic:
         if since or until or start_offset is not None or end_offset is not None:

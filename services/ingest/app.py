@@ -32,6 +32,7 @@ from services.shared.http import operations_router
 from services.shared.identity import Pseudonymiser
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
+from services.shared.region import AMSTERDAM
 from services.shared.tokens import TokenIndex
 from services.shared.topics import source_topic
 
@@ -166,6 +167,20 @@ class _Publisher:
         self._producer_box = producer_box
         self._sessions = sessions
         self._vault = vault
+        self._tolerance_days = settings.future_tolerance_days
+
+    def beyond_tolerance(self, event: PartnerEvent) -> dict[str, str] | None:
+        """An event dated further in the future than the tolerance, as the matcher would
+        refuse it: refused here, with the field, before anything is stored or published."""
+        day: dt.date = getattr(event, self.family.time_field)
+        today = dt.datetime.now(AMSTERDAM).date()
+        ahead = (day - today).days
+        if ahead <= self._tolerance_days:
+            return None
+        return {
+            "field": self.family.time_field,
+            "message": f"lies {ahead} days after today; at most {self._tolerance_days} allowed",
+        }
 
     async def __call__(self, event: PartnerEvent, partner: PartnerKey) -> str:
         record = build_record(
@@ -216,6 +231,13 @@ def _add_event_route(app: FastAPI, publisher: _Publisher, authenticated: Any) ->
                         {"field": "resident.bsn", "message": "this partner may not send a BSN"}
                     ]
                 },
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            )
+        too_late = publisher.beyond_tolerance(event)
+        if too_late is not None:
+            metrics.EVENTS_REJECTED.labels(event_type.value, "future-date").inc()
+            return JSONResponse(
+                {"errors": [too_late]},
                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             )
         event_id = await publisher(event, partner)

@@ -50,7 +50,7 @@ _CONTROL = frozenset({PRIVACY_COMMAND_SCHEMA_NAME, ALERT_OUTCOME_SCHEMA_NAME})
 def create_app(settings: MatcherSettings) -> faust.App:
     codec = AvroCodec(settings.schemas_dir)
     ruleset = load_ruleset(settings.matcher_rules_file)
-    engine = Engine(ruleset.rules, future_tolerance_days=settings.matcher_future_tolerance_days)
+    engine = Engine(ruleset.rules, future_tolerance_days=settings.future_tolerance_days)
     for rule in ruleset.rules:
         metrics.RULES_LOADED.labels(rule.id, str(rule.version), ruleset.name, ruleset.version).set(
             1
@@ -171,14 +171,20 @@ def create_app(settings: MatcherSettings) -> faust.App:
             await dead_letter(event, "unknown-outcome", f"outcome {record['outcome']!r}")
             return
         household = load(household_id)
-        if household is None or record["rule_id"] not in engine.rule_ids:
-            return  # erased, never seen, or a rule no longer run: nothing to cool down
-        closed = engine.close(
+        if household is None:
+            ignored = "unknown-household"  # erased, purged away, or never seen
+        elif record["rule_id"] not in engine.rule_ids:
+            ignored = "unknown-rule"  # a rule taken out of the rules file
+        elif engine.close(
             household, record["rule_id"], record["alert_id"], record["closed_on"], record["outcome"]
-        )
-        if closed:
+        ):
             households[household_id] = household.to_json()
             metrics.ALERTS_CLOSED.labels(record["rule_id"], record["outcome"]).inc()
+            return
+        else:
+            ignored = "not-open"  # closed already (a re-send) or an earlier episode
+        metrics.OUTCOMES_IGNORED.labels(ignored).inc()
+        log.info("outcome.ignored", reason=ignored, rule=record["rule_id"])
 
     async def publish(household_id: str, household: Household, outcome: Outcome) -> None:
         for rule_id in outcome.raised:

@@ -44,6 +44,17 @@ class Episode:
     version: int
     event_ids: set[str]
     raised_on: dt.date
+    #: The domains and creditors of its events, kept apart from the facts: a retention purge
+    #: can remove those, and a closing still needs to know what the alert was about.
+    domains: set[str] = field(default_factory=set)
+    creditors: set[str] = field(default_factory=set)
+
+    def grow(self, facts: Iterable[Fact]) -> None:
+        for fact in facts:
+            self.event_ids.add(fact.event_id)
+            self.domains.add(fact.domain)
+            if fact.creditor is not None:
+                self.creditors.add(fact.creditor)
 
 
 @dataclass(slots=True)
@@ -78,6 +89,8 @@ class Household:
                     "version": e.version,
                     "event_ids": sorted(e.event_ids),
                     "raised_on": e.raised_on.isoformat(),
+                    "domains": sorted(e.domains),
+                    "creditors": sorted(e.creditors),
                 }
                 for rule_id, e in self.open.items()
             },
@@ -98,17 +111,11 @@ class Household:
 
     @classmethod
     def from_json(cls, household_id: str, data: dict[str, Any]) -> Household:
+        facts = {k: Fact.from_json(f) for k, f in data["events"].items()}
         return cls(
-            facts={k: Fact.from_json(f) for k, f in data["events"].items()},
+            facts=facts,
             open={
-                rule_id: Episode(
-                    # States from before alert ids were stored computed them.
-                    alert_id=a.get("alert_id") or alert_id(household_id, rule_id, a["episode"]),
-                    episode=a["episode"],
-                    version=a["version"],
-                    event_ids=set(a["event_ids"]),
-                    raised_on=dt.date.fromisoformat(a["raised_on"]),
-                )
+                rule_id: _episode_from_json(household_id, rule_id, a, facts)
                 for rule_id, a in data["alerts"].items()
             },
             closed={
@@ -125,6 +132,24 @@ class Household:
             spent={rule_id: set(ids) for rule_id, ids in data.get("spent", {}).items()},
             cutoffs=dict(data.get("cutoffs", {})),
         )
+
+
+def _episode_from_json(
+    household_id: str, rule_id: str, data: dict[str, Any], facts: dict[str, Fact]
+) -> Episode:
+    episode = Episode(
+        # States from before alert ids were stored computed them.
+        alert_id=data.get("alert_id") or alert_id(household_id, rule_id, data["episode"]),
+        episode=data["episode"],
+        version=data["version"],
+        event_ids=set(data["event_ids"]),
+        raised_on=dt.date.fromisoformat(data["raised_on"]),
+        domains=set(data.get("domains", ())),
+        creditors=set(data.get("creditors", ())),
+    )
+    if "domains" not in data:  # a state from before episodes kept them
+        episode.grow(facts[e] for e in data["event_ids"] if e in facts)
+    return episode
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +192,7 @@ class Engine:
         if refused is not None:
             return refused
         # A fact a rule does not read cannot change that rule's answer.
-        outcome = self.evaluate(household_id, household, self._readers(fact))
+        outcome = self.evaluate(household_id, household, self._readers(fact), new=(fact.event_id,))
         self._prune(household)
         return outcome
 
@@ -180,14 +205,20 @@ class Engine:
         facts that were refused, expired or duplicate."""
         refused: list[Outcome] = []
         readers: dict[str, Rule] = {}
+        added: list[str] = []
         for fact in facts:
             verdict = self._admit(household, fact)
             if verdict is not None:
                 refused.append(verdict)
                 continue
+            added.append(fact.event_id)
             for rule in self._readers(fact):
                 readers[rule.id] = rule
-        outcome = self.evaluate(household_id, household, readers.values()) if readers else NOTHING
+        outcome = (
+            self.evaluate(household_id, household, readers.values(), new=added)
+            if readers
+            else NOTHING
+        )
         self._prune(household)
         return outcome, refused
 
@@ -227,9 +258,11 @@ class Engine:
         household: Household,
         rules: Iterable[Rule] | None = None,
         also: Collection[str] = (),
+        new: Collection[str] = (),
     ) -> Outcome:
         """Runs the rules (all by default) over the household's facts; raises or escalates
-        alerts in place. Alerts of the rules in `also` are published even if unchanged."""
+        alerts in place. Alerts of the rules in `also` are published even if unchanged.
+        `new` names the facts just added: a cool-down counts as holding them back."""
         raised: list[str] = []
         escalated: list[str] = []
         suppressed: list[str] = []
@@ -241,28 +274,33 @@ class Engine:
             spent = household.spent.get(rule.id, set())
             fresh = {f.event_id for f in qualifying if f.event_id not in spent}
             current = household.open.get(rule.id)
+            trigger = self._may_start(rule, household, qualifying, fresh)
             if current is not None:
                 if fresh <= current.event_ids:
                     continue
-                current.event_ids.update(f.event_id for f in qualifying)
+                current.grow(qualifying)
                 current.version += 1
-                current.raised_on = min(current.raised_on, rule.first_held(qualifying, fresh))
+                # Only a fact that could have started the alert can move its date: a quiet one
+                # (cool-down) joins it without making it older.
+                if trigger:
+                    current.raised_on = min(current.raised_on, rule.first_held(qualifying, trigger))
                 escalated.append(rule.id)
                 continue
-            trigger = self._may_start(rule, household, qualifying, fresh)
             if not trigger:
-                if fresh:
+                if not fresh.isdisjoint(new):
                     suppressed.append(rule.id)
                 continue
             closed = household.closed.get(rule.id)
             episode = closed.episode + 1 if closed else 1
-            household.open[rule.id] = Episode(
+            opened = Episode(
                 alert_id=alert_id(household_id, rule.id, episode),
                 episode=episode,
                 version=1,
-                event_ids={f.event_id for f in qualifying},
+                event_ids=set(),
                 raised_on=rule.first_held(qualifying, trigger),
             )
+            opened.grow(qualifying)
+            household.open[rule.id] = opened
             raised.append(rule.id)
         if not (raised or escalated or suppressed or also):
             return NOTHING
@@ -316,14 +354,13 @@ class Engine:
         current = household.open.get(rule_id)
         if current is None or current.alert_id != closed_alert_id:
             return False
-        contributions = [household.facts[e] for e in current.event_ids if e in household.facts]
         household.closed[rule_id] = Closed(
             alert_id=current.alert_id,
             episode=current.episode,
             closed_on=closed_on,
             outcome=outcome,
-            domains=frozenset(f.domain for f in contributions),
-            creditors=frozenset(f.creditor for f in contributions if f.creditor is not None),
+            domains=frozenset(current.domains),
+            creditors=frozenset(current.creditors),
         )
         household.spent.setdefault(rule_id, set()).update(current.event_ids)
         del household.open[rule_id]
@@ -434,6 +471,8 @@ def purge(household: Household, cutoffs: dict[str, str]) -> int:
     ]
     for event_id in expired:
         del household.facts[event_id]
+        for ids in household.spent.values():
+            ids.discard(event_id)
     for domain, cutoff in cutoffs.items():
         household.cutoffs[domain] = max(household.cutoffs.get(domain, ""), cutoff)
     return len(expired)
@@ -453,6 +492,8 @@ def merge(into: Household, moved: Household) -> set[str]:
             continue
         joined.add(rule_id)
         current.event_ids |= episode.event_ids
+        current.domains |= episode.domains
+        current.creditors |= episode.creditors
         current.version = max(current.version, episode.version) + 1
         current.raised_on = min(current.raised_on, episode.raised_on)
         # The older alert is the one the team already works on.

@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from services.shared.events import BY_SCHEMA_NAME
-
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+from services.shared.region import AMSTERDAM
 
 _AMOUNT_BANDS = (
     (250, "<250"),
@@ -44,9 +42,10 @@ class Fact:
     creditor: str | None = None
     amount_eur: int | None = None
     crisis: bool = False
-    health_data: bool = False
     #: The day ingest accepted the event (Europe/Amsterdam), to refuse events from the future.
     received_on: dt.date | None = None
+    #: Wvggz reports and district nursing. No rule reads it; events files leave it out.
+    health_data: bool = False
 
     @classmethod
     def from_event(cls, schema_name: str, record: dict[str, Any]) -> Fact:

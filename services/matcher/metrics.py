@@ -68,3 +68,10 @@ RULES_LOADED = Gauge(
     ["rule", "version", "ruleset", "ruleset_version"],
     registry=REGISTRY,
 )
+OUTCOMES_IGNORED = Counter(
+    "hub_matcher_outcomes_ignored",
+    "Alert outcomes that closed nothing, by reason: the household has no state (erased or "
+    "never seen), the rule is not in the rules file, or the alert is not open (a re-send)",
+    ["reason"],
+    registry=REGISTRY,
+)

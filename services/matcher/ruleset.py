@@ -186,9 +186,15 @@ class RuleSpec(_Strict):
     @classmethod
     def _known_placeholders(cls, text: str) -> str:
         try:
-            used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+            fields = [(n, spec, conv) for _, n, spec, conv in string.Formatter().parse(text)]
         except ValueError as exc:
             raise ValueError(f"not a valid text with placeholders: {exc}") from None
+        used = {name for name, _, _ in fields if name is not None}
+        formatted = [name for name, spec, conv in fields if name is not None and (spec or conv)]
+        if formatted:
+            raise ValueError(
+                f"placeholder {{{formatted[0]}}} has a format or conversion; write it bare"
+            )
         unknown = sorted(used - PLACEHOLDERS.keys())
         if unknown:
             raise ValueError(

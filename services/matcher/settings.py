@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pydantic import Field
 
-from services.matcher.engine import DEFAULT_FUTURE_TOLERANCE_DAYS
 from services.matcher.ruleset import DEFAULT_RULES_FILE
 from services.shared.config import HubSettings
 
@@ -22,6 +21,3 @@ class MatcherSettings(HubSettings):
     matcher_session_timeout_s: float = Field(10.0, gt=0)
     #: The rules file the matcher runs (YAML, docs/rules.md); read once at start.
     matcher_rules_file: Path = DEFAULT_RULES_FILE
-    #: Events dated more than this many days after the day they were received go to the
-    #: dead-letter topic (reason `future-event`).
-    matcher_future_tolerance_days: int = Field(DEFAULT_FUTURE_TOLERANCE_DAYS, ge=0, le=30)

@@ -32,6 +32,9 @@ class HubSettings(BaseSettings):
     matcher_app_id: str = "hub-matcher"
     topic_partitions: int = Field(4, ge=1)
     topic_replication: int = Field(1, ge=1)
+    #: How many days after the day it was received an event may be dated: ingest answers 422
+    #: beyond it, the matcher dead-letters (reason `future-event`) what came another way.
+    future_tolerance_days: int = Field(1, ge=0, le=30)
     schemas_dir: Path = DEFAULT_SCHEMAS_DIR
     log_json: bool = False
     log_level: str = "INFO"

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from zoneinfo import ZoneInfo
+
+#: The region's time zone: dates partners and teams see are dates here.
+AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
 
 #: CBS code -> name. Hengelo (O.) is GM0164; GM0248 is Hengelo in Gelderland.
 MUNICIPALITIES: Final[dict[str, str]] = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from typing import Any
+import uuid
 
 import httpx
 import pytest
@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
 from services.shared.avro import AvroCodec
-from services.shared.events import ALERT_OUTCOME_SCHEMA_NAME
-from services.shared.topics import alert_outcomes_topic, deadletter_topic
+from services.shared.events import ALERT_OUTCOME_SCHEMA_NAME, EventType
+from services.shared.region import AMSTERDAM
+from services.shared.topics import alert_outcomes_topic, deadletter_topic, source_topic
 from tests.integration.fixtures import DEBT_TEAM, Hub, debt_signal, new_address, wait_for
 from tests.integration.test_privacy import accepted, alert_with, household_of
 
@@ -168,34 +169,70 @@ async def _dead_letters(hub: Hub) -> list[tuple[dict[str, bytes], bytes]]:
         await consumer.stop()
 
 
-def test_an_event_from_the_future_goes_to_the_dead_letter_topic_with_the_reason(
+def test_an_event_from_the_future_is_refused_by_ingest_and_dead_lettered_by_the_matcher(
     hub: Hub,
 ) -> None:
-    codec = AvroCodec(hub.stack.hub_settings.schemas_dir)
-    in_a_month = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).date()
-    address = new_address()
-    future = accepted(
-        hub.post(
-            "debt-signal",
-            debt_signal(address, in_a_month.isoformat(), crisis=True, crisis_kind="EVICTION"),
-            "key-huur",
-        )
-    )
+    in_a_month = (dt.datetime.now(AMSTERDAM) + dt.timedelta(days=30)).date()
+    body = debt_signal(new_address(), in_a_month.isoformat(), crisis=True, crisis_kind="EVICTION")
+    refused = hub.post("debt-signal", body, "key-huur")
+    assert refused.status_code == 422
+    assert refused.json() == {
+        "errors": [
+            {"field": "signal_date", "message": "lies 30 days after today; at most 1 allowed"}
+        ]
+    }
 
-    def dead_lettered() -> dict[str, Any] | None:
+    # A record that reached the topic another way (a partner producing to Kafka directly).
+    settings = hub.stack.hub_settings
+    codec = AvroCodec(settings.schemas_dir)
+    household = f"hh1-future-{uuid.uuid4().hex}"
+    record = {
+        "event_id": str(uuid.uuid4()),
+        "partner_id": "woningcorporatie-01",
+        "partner_type": "HUUR",
+        "partner_event_id": "p-future",
+        "household_id": household,
+        "pseudonym_version": 1,
+        "person_id": None,
+        "received_at": dt.datetime.now(dt.UTC),
+        "municipality_code": "GM0153",
+        "wijk_code": None,
+        "creditor_type": "HUUR",
+        "creditor_name": "Woningcorporatie 01",
+        "amount_eur": 900,
+        "arrear_start_date": dt.date(2025, 1, 1),
+        "signal_date": in_a_month,
+        "crisis": True,
+        "crisis_kind": "EVICTION",
+        "warm_handover": False,
+    }
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=hub.stack.kafka)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                source_topic(settings, EventType.DEBT_SIGNAL),
+                codec.encode("nl.twente.hub.events.DebtSignal", record),
+                key=household.encode(),
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+
+    def dead_lettered() -> dict[str, str] | None:
         for headers, value in asyncio.run(_dead_letters(hub)):
-            _, record = codec.decode(value)
-            if record["event_id"] == future:
+            if headers.get("hub-reason") != b"future-event":
+                continue
+            if codec.decode(value)[1]["event_id"] == record["event_id"]:
                 return {k: v.decode() for k, v in headers.items()}
         return None
 
     headers = wait_for(dead_lettered, "the future event on the dead-letter topic")
-    assert headers["hub-reason"] == "future-event"
     assert re.fullmatch(
         r"event date lies (30|31) days after the day it was received \(tolerance 1\)",
         headers["hub-detail"],
     )
     # Not counted: a crisis signal would have raised an alert.
-    assert hub.query("select count(*) from alert_contributions where event_id = :e", e=future) == [
-        (0,)
-    ]
+    assert hub.query("select count(*) from alerts where household_id = :h", h=household) == [(0,)]

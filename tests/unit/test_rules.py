@@ -6,10 +6,11 @@ import dataclasses
 import datetime as dt
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.matcher.engine import RETENTION_DAYS, Engine, Household
+from services.matcher.engine import RETENTION_DAYS, Engine, Household, purge
 from services.matcher.facts import Fact
 from services.matcher.rules import Condition, Deadline, Filter, Rule, add_working_days
 from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
@@ -377,3 +378,60 @@ def test_a_rule_taken_out_of_the_file_leaves_its_alerts_alone() -> None:
     assert [a["rule_id"] for a in without.records(HOUSEHOLD, state, later.publish)] == [
         "debt-crisis"
     ]
+
+
+@pytest.mark.parametrize("late_first", [False, True])
+def test_a_quiet_event_joins_the_next_episode_without_making_it_older(late_first: bool) -> None:
+    engine = Engine(BASELINE_RULES)
+    state = Household()
+    engine.apply(HOUSEHOLD, state, debt(1, dt.date(2025, 3, 3)))
+    engine.apply(HOUSEHOLD, state, debt(2, dt.date(2025, 3, 20), creditor="energie 01"))
+    _close(engine, state, "twente-match", dt.date(2025, 4, 1))
+    quiet = debt(3, dt.date(2025, 4, 10))  # a creditor of the closed alert, in the cool-down
+    after = debt(4, dt.date(2025, 5, 20))  # the same creditor after the cool-down
+    for fact in [after, quiet] if late_first else [quiet, after]:
+        engine.apply(HOUSEHOLD, state, fact)
+    # Much later, a signal dated before the closing arrives: it joins, the date stays.
+    engine.apply(HOUSEHOLD, state, debt(5, dt.date(2025, 3, 10)))
+    (alert,) = engine.records(HOUSEHOLD, state, ["twente-match"])
+    assert alert["episode"] == 2
+    assert alert["raised_on"] == dt.date(2025, 5, 20)
+    assert alert["deadline"] == dt.date(2025, 6, 17)
+
+
+@settings(max_examples=100, deadline=None)
+@given(FACTS, FACTS, st.integers(0, RETENTION_DAYS), st.randoms(use_true_random=False))
+def test_after_a_closing_the_next_episode_does_not_depend_on_arrival_order(
+    before: list[Fact], after: list[Fact], closed_day: int, rnd: random.Random
+) -> None:
+    after = [dataclasses.replace(f, event_id=f"later-{f.event_id}") for f in after]
+
+    def final(order: list[Fact]) -> dict[str, tuple]:
+        engine = Engine(BASELINE_RULES)
+        state = Household()
+        for fact in before:
+            engine.apply(HOUSEHOLD, state, fact)
+        for rule_id in list(state.open):
+            _close(engine, state, rule_id, D + dt.timedelta(days=closed_day))
+        alerts = {}
+        for fact in order:
+            for alert in engine.records(
+                HOUSEHOLD, state, engine.apply(HOUSEHOLD, state, fact).publish
+            ):
+                alerts[alert["rule_id"]] = alert
+        return _final(alerts)
+
+    shuffled = after[:]
+    rnd.shuffle(shuffled)
+    assert final(shuffled) == final(after)
+
+
+def test_a_closing_after_a_purge_still_knows_the_alerts_creditors() -> None:
+    engine = Engine(BASELINE_RULES)
+    state = Household()
+    engine.apply(HOUSEHOLD, state, debt(1, D))
+    engine.apply(HOUSEHOLD, state, debt(2, D, creditor="energie 01"))
+    purge(state, {"debt": (D + dt.timedelta(days=1)).isoformat()})
+    assert state.facts == {}
+    assert _close(engine, state, "twente-match", D + dt.timedelta(days=2))
+    assert state.closed["twente-match"].creditors == {"woningcorporatie 01", "energie 01"}
