@@ -266,7 +266,8 @@ def backtest(
     reports = [
         Report.from_alerts(
             replayed.alerts.values(),
-            ruleset=rs.label,
+            # The file's name too: a changed copy often keeps the name and version inside.
+            ruleset=f"{rs.label} ({rs.path.name})",
             rule_ids=[r.id for r in rs.rules],
             events=replayed.events,
             seconds=seconds,
