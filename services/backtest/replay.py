@@ -92,8 +92,7 @@ class _Run:
         A household whose events span more than the engine's memory goes one event at a
         time, as in the matcher: forgetting old facts then depends on the order.
         """
-        dates = [f.event_date for f in facts]
-        if (max(dates) - min(dates)).days > RETENTION_DAYS:
+        if len(facts) > 1 and _span_days(facts) > RETENTION_DAYS:
             household = Household()
             for fact in facts:
                 self.apply(household_id, household, fact)
@@ -123,6 +122,11 @@ class _Run:
         summary = self.engine.summary(household_id, household, rule_id)
         if summary is not None:
             self.result.alerts[summary["alert_id"]] = summary
+
+
+def _span_days(facts: list[Fact]) -> int:
+    dates = [f.event_date for f in facts]
+    return (max(dates) - min(dates)).days
 
 
 def replay_rows(

@@ -203,6 +203,11 @@ class Engine:
         `apply` one by one gives them at the end (rules are monotone, so order does not
         matter), but each is raised at version 1. Returns the evaluation's outcome and the
         facts that were refused, expired or duplicate."""
+        if len(facts) == 1:  # most households: the same as `apply`, with less bookkeeping
+            outcome = self.apply(household_id, household, facts[0])
+            if outcome.rejected or outcome.expired or outcome.duplicate:
+                return NOTHING, [outcome]
+            return outcome, []
         refused: list[Outcome] = []
         readers: dict[str, Rule] = {}
         added: list[str] = []
