@@ -28,7 +28,8 @@ from services.shared.identity import alert_id
 
 #: Facts older than this before the household's newest fact are forgotten, unless an open
 #: alert holds them. Windows are at most this long (the rules file refuses longer ones), so
-#: a forgotten fact can only have mattered to an event that arrives later than a year late.
+#: with events arriving in date order a forgotten fact never mattered; only an event dated
+#: more than (this - window) days before one that arrived earlier can miss it.
 RETENTION_DAYS = 365
 
 #: How far an event date may lie after the day it was received (time zones, clock skew).
