@@ -53,8 +53,6 @@ class Replayed:
     duplicates: int = 0
     #: Refused events (event date in the future), by reason.
     rejected: Counter[str] = field(default_factory=Counter)
-    #: Alert publications, escalations included.
-    publications: int = 0
 
     def add(self, other: Replayed) -> None:
         self.alerts.update(other.alerts)
@@ -62,7 +60,6 @@ class Replayed:
         self.counted += other.counted
         self.duplicates += other.duplicates
         self.rejected.update(other.rejected)
-        self.publications += other.publications
 
 
 class _Run:
@@ -84,7 +81,6 @@ class _Run:
             result.counted += 1
             for rule_id in outcome.publish:
                 self.published[household_id, rule_id] = household
-                result.publications += 1
 
     def apply_all(self, household_id: str, facts: list[Fact]) -> None:
         """A whole household at once; its alerts' final records are kept straight away.
