@@ -179,6 +179,12 @@ def test_backtest_refuses_a_missing_file_and_topic_options_on_a_file(tmp_path: P
         ],
     )
     assert on_a_file.exit_code == 2 and "only for --events kafka" in on_a_file.output
+    not_events = runner.invoke(
+        app,
+        ["backtest", "--rules", str(DEFAULT_RULES_FILE), "--events", str(DEFAULT_RULES_FILE)],
+        env={"COLUMNS": "300"},  # the message on one line
+    )
+    assert not_events.exit_code == 2 and "not an events file" in not_events.output
 
 
 def test_a_household_spanning_more_than_a_year_replays_as_the_matcher_forgets(

@@ -64,6 +64,7 @@ def test_a_rule_its_purpose_may_not_combine_is_refused_at_its_sources(tmp_path: 
     ("change", "fragment", "field", "message"),
     [
         ("{window_days} dagen, gemeld", "{window} dagen", "rules[0].explanation", "{window}"),
+        ("{window_days} dagen, gemeld", "{window_days:>5} dagen", "rules[0].explanation", "bare"),
         ("      crisis: true\n", "      colour: red\n", "rules[1].select.colour", "Extra inputs"),
         ("window_days: 180", "window_days: 400", "rules[2].condition.window_days", "less than"),
         ("id: debt-crisis", "id: twente-match", "", "appears twice"),
