@@ -76,6 +76,9 @@ def present(alert: Alert, team: Team) -> dict[str, Any]:
             }
             for c in shown
         ],
+        "claimed_by": alert.claimed_by,
+        "outcome": alert.outcome,
+        "closed_at": alert.closed_at,
         "other_domains_involved": len(hidden) if mention else 0,
         "personal_details_removed": alert.details_removed_at is not None,
     }

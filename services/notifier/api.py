@@ -1,25 +1,27 @@
-"""The team API: alerts as a team's purposes allow it to see them, and their contact details.
+"""The team API: alerts as a team's purposes allow it to see them, their contact details,
+and a member's work on them: claiming an alert and closing it with an outcome.
 
 Every response is cut to the team: only alerts of its municipalities and purposes, only the
 details of domains its purposes disclose. Every view of an alert and of its contact details
-is written to the append-only access log.
+is written to the append-only access log; every claim and outcome to `alert_actions`.
 """
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier import metrics
 from services.notifier.access import Member, present, team_directory
 from services.notifier.consumer import AlertConsumer
+from services.notifier.outcomes import Conflict, claim, close, keep_publishing, publish_pending
 from services.notifier.settings import NotifierSettings
 from services.shared.avro import AvroCodec
 from services.shared.crypto import Vault
@@ -30,6 +32,7 @@ from services.shared.errors import DecryptionFailed
 from services.shared.http import operations_router
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
+from services.shared.outcomes import OUTCOMES
 
 log = get_logger("hub.notifier")
 _bearer = HTTPBearer(auto_error=False)
@@ -71,9 +74,24 @@ class AlertOut(BaseModel):
     #: Why the alert was raised, in Dutch, for the worker.
     explanation: str
     contributions: list[ContributionOut]
+    #: The member who took it on, when and with what outcome it was closed.
+    claimed_by: str | None = None
+    outcome: str | None = None
+    closed_at: dt.datetime | None = None
     #: Domains involved that this team's purposes do not disclose (0 when the rule hides them).
     other_domains_involved: int
     personal_details_removed: bool
+
+
+class OutcomeIn(BaseModel):
+    outcome: str = Field(description="One of the fixed outcomes (docs/rules.md).")
+
+    @field_validator("outcome")
+    @classmethod
+    def _known(cls, outcome: str) -> str:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome; one of: {', '.join(OUTCOMES)}")
+        return outcome
 
 
 class AlertPage(BaseModel):
@@ -108,23 +126,29 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     sessions = make_sessionmaker(engine)
     teams = team_directory(settings.notifier_teams)
     vault = Vault(settings)
-    state: dict[str, AlertConsumer] = {}
+    codec = AvroCodec(settings.schemas_dir)
+    state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = make_producer(settings)
         await producer.start()
-        consumer = AlertConsumer(settings, AvroCodec(settings.schemas_dir), sessions, producer)
+        consumer = AlertConsumer(settings, codec, sessions, producer)
         state["consumer"] = consumer
         task = asyncio.create_task(consumer.run(), name="alert-consumer")
         task.add_done_callback(_crash_loudly)
+        state["producer"] = producer
+        publisher = asyncio.create_task(
+            keep_publishing(sessions, producer, codec, settings), name="outcome-publisher"
+        )
         log.info("notifier.started", kafka=settings.kafka_bootstrap)
         try:
             yield
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            for running in (task, publisher):
+                running.cancel()
+                with suppress(asyncio.CancelledError):
+                    await running
             await producer.stop()
             await engine.dispose()
 
@@ -156,8 +180,10 @@ def create_app(settings: NotifierSettings) -> FastAPI:
 
     app.include_router(operations_router(metrics.REGISTRY, readiness))
 
-    async def visible_alert(session: AsyncSession, member: Member, alert_id: str) -> Alert:
-        alert = await session.get(Alert, alert_id)
+    async def visible_alert(
+        session: AsyncSession, member: Member, alert_id: str, for_update: bool = False
+    ) -> Alert:
+        alert = await session.get(Alert, alert_id, with_for_update=for_update)
         if alert is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
         if not member.team_sees(alert):
@@ -258,6 +284,56 @@ def create_app(settings: NotifierSettings) -> FastAPI:
                     for c in stored
                 ],
             )
+
+    async def act(
+        alert_id: str,
+        member: Member,
+        action: Callable[[AsyncSession, Alert], object],
+    ) -> AlertOut:
+        async with sessions() as session, session.begin():
+            alert = await visible_alert(session, member, alert_id, for_update=True)
+            try:
+                action(session, alert)
+            except Conflict as exc:
+                raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+            return AlertOut.model_validate(present(alert, member.team))
+
+    @app.post(
+        "/v1/alerts/{alert_id}/claim",
+        response_model=AlertOut,
+        responses={409: {"description": "closed, or claimed by another member"}},
+    )
+    async def claim_alert(
+        alert_id: str, member: Annotated[Member, Depends(team_member)]
+    ) -> AlertOut:
+        """Take the alert on; claiming it again is harmless."""
+
+        def take(session: AsyncSession, alert: Alert) -> None:
+            if claim(session, alert, member.team.team_id, member.member_id):
+                metrics.ALERT_ACTIONS.labels("claim", alert.rule_id).inc()
+
+        return await act(alert_id, member, take)
+
+    @app.post(
+        "/v1/alerts/{alert_id}/outcome",
+        response_model=AlertOut,
+        responses={409: {"description": "the alert was closed already"}},
+    )
+    async def record_outcome(
+        alert_id: str, body: OutcomeIn, member: Annotated[Member, Depends(team_member)]
+    ) -> AlertOut:
+        """Close the alert with an outcome from the fixed list; the matcher hears of it."""
+
+        def finish(session: AsyncSession, alert: Alert) -> None:
+            close(session, alert, member.team.team_id, member.member_id, body.outcome)
+            metrics.ALERT_ACTIONS.labels("outcome", alert.rule_id).inc()
+
+        view = await act(alert_id, member, finish)
+        try:
+            await publish_pending(sessions, state["producer"], codec, settings)
+        except Exception as exc:  # stored and queued: the publishing loop sends it later
+            log.warning("outcomes.publish_deferred", error=type(exc).__name__)
+        return view
 
     return app
 

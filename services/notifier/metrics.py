@@ -30,3 +30,15 @@ CONTACT_VIEWS = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+ALERT_ACTIONS = Counter(
+    "hub_notifier_alert_actions",
+    "Team actions on alerts (claim, outcome), by action and rule",
+    ["action", "rule"],
+    registry=REGISTRY,
+)
+OUTCOMES_PUBLISHED = Counter(
+    "hub_notifier_outcomes_published",
+    "Alert outcomes published on the alert-outcomes topic, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)

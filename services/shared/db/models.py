@@ -55,6 +55,9 @@ class Alert(Base):
     undisclosed_domains: Mapped[str] = mapped_column(
         String(16), default="mention", server_default="mention"
     )
+    #: The team member who took the alert on (a member id of the team directory, no name).
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[str | None] = mapped_column(String(48))
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     #: Set when retention or erasure removed the alert's personal details for good.
@@ -143,6 +146,42 @@ class AccessLogEntry(Base):
     purpose: Mapped[str] = mapped_column(String(64))
     domains: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     action: Mapped[str] = mapped_column(String(32))
+
+
+class AlertAction(Base):
+    """What a team member did with an alert, and when: claim or outcome. No free text."""
+
+    __tablename__ = "alert_actions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(
+        ForeignKey("alerts.alert_id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    team_id: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(48))
+
+
+class OutcomeOutbox(Base):
+    """An outcome to publish on the alert-outcomes topic; written in the same transaction as
+    the outcome itself, so an outcome stored is an outcome published, sooner or later. The
+    record is built from the alert at publishing time, so a pseudonym rotation in between
+    is followed."""
+
+    __tablename__ = "outcome_outbox"
+
+    alert_id: Mapped[str] = mapped_column(
+        ForeignKey("alerts.alert_id", ondelete="CASCADE"), primary_key=True
+    )
+    outcome: Mapped[str] = mapped_column(String(48))
+    closed_on: Mapped[dt.date] = mapped_column(Date)
+    team_id: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+    alert: Mapped[Alert] = relationship(lazy="joined")
 
 
 class PrivacyRun(Base):

@@ -1,0 +1,124 @@
+"""A team member claims an alert and closes it with an outcome; the matcher hears of it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from services.shared.avro import AvroCodec
+from services.shared.kafka import topic_partitions
+from services.shared.region import AMSTERDAM
+from services.shared.topics import alert_outcomes_topic
+from tests.integration.fixtures import (
+    DEBT_ONLY_TEAM,
+    DEBT_TEAM,
+    HENGELO_TEAM,
+    Hub,
+    debt_signal,
+    new_address,
+    wait_for,
+)
+from tests.integration.test_privacy import accepted, alert_with, household_of
+from tests.integration.test_rules_live import matcher_metric
+
+pytestmark = pytest.mark.integration
+
+
+def team_post(
+    hub: Hub, path: str, token: str, body: dict[str, Any] | None = None
+) -> httpx.Response:
+    return hub.client.post(
+        f"{hub.stack.url('notifier')}{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def _outcomes(hub: Hub) -> list[dict[str, Any]]:
+    settings = hub.stack.hub_settings
+    codec = AvroCodec(settings.schemas_dir)
+    partitions = await topic_partitions(hub.stack.kafka, [alert_outcomes_topic(settings)])
+    consumer = AIOKafkaConsumer(bootstrap_servers=hub.stack.kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                found.extend(codec.decode(m.value)[1] for m in messages)
+        return found
+    finally:
+        await consumer.stop()
+
+
+def test_claim_and_outcome_close_the_alert_and_reach_the_matcher(hub: Hub) -> None:
+    address = new_address()
+    accepted(hub.post("debt-signal", debt_signal(address, "2025-10-01"), "key-huur"))
+    energy = dict(creditor_type="ENERGIE", creditor_name="Energie 01")
+    second = accepted(
+        hub.post("debt-signal", debt_signal(address, "2025-10-06", **energy), "key-energie")
+    )
+    alert_id = alert_with(hub, second, "twente-match", contributions=2)
+    path = f"/v1/alerts/{alert_id}"
+
+    # Another municipality's team cannot touch it.
+    assert team_post(hub, f"{path}/claim", HENGELO_TEAM.token).status_code == 403
+
+    claimed = team_post(hub, f"{path}/claim", DEBT_TEAM.token)
+    assert claimed.status_code == 200
+    assert claimed.json()["status"] == "claimed"
+    assert claimed.json()["claimed_by"] == DEBT_TEAM.member_id
+    assert team_post(hub, f"{path}/claim", DEBT_TEAM.token).status_code == 200  # again: harmless
+    taken = team_post(hub, f"{path}/claim", DEBT_ONLY_TEAM.token)
+    assert taken.status_code == 409 and "someone else" in taken.json()["detail"]
+
+    wrong = team_post(hub, f"{path}/outcome", DEBT_TEAM.token, {"outcome": "opgelost"})
+    assert wrong.status_code == 422
+    assert "unknown outcome" in wrong.text and "hulp-gestart" in wrong.text
+
+    closed_before = matcher_metric(
+        hub, "hub_matcher_alerts_closed_total", rule="twente-match", outcome="hulp-gestart"
+    )
+    done = team_post(hub, f"{path}/outcome", DEBT_TEAM.token, {"outcome": "hulp-gestart"})
+    assert done.status_code == 200
+    assert done.json()["status"] == "closed" and done.json()["outcome"] == "hulp-gestart"
+    again = team_post(hub, f"{path}/outcome", DEBT_TEAM.token, {"outcome": "niet-opgepakt"})
+    assert again.status_code == 409
+
+    # Every action is stored with who and when.
+    actions = hub.query(
+        "select action, team_id, member_id, outcome from alert_actions "
+        "where alert_id = :a order by id",
+        a=alert_id,
+    )
+    assert actions == [
+        ("claim", DEBT_TEAM.team_id, DEBT_TEAM.member_id, None),
+        ("outcome", DEBT_TEAM.team_id, DEBT_TEAM.member_id, "hulp-gestart"),
+    ]
+
+    # The outcome is on Kafka for the region's counts, without personal details.
+    (record,) = [r for r in asyncio.run(_outcomes(hub)) if r["alert_id"] == alert_id]
+    assert record["household_id"] == household_of(hub, alert_id)
+    assert record["outcome"] == "hulp-gestart" and record["team_id"] == DEBT_TEAM.team_id
+    assert record["closed_on"] == dt.datetime.now(AMSTERDAM).date()
+    assert hub.query(
+        "select published_at is not null from outcome_outbox where alert_id = :a", a=alert_id
+    ) == [(True,)]
+
+    # And the matcher closed its episode: the rule's cool-down has begun.
+    wait_for(
+        lambda: (
+            matcher_metric(
+                hub, "hub_matcher_alerts_closed_total", rule="twente-match", outcome="hulp-gestart"
+            )
+            > closed_before
+        ),
+        "the matcher to close the alert",
+    )
