@@ -122,3 +122,35 @@ def test_claim_and_outcome_close_the_alert_and_reach_the_matcher(hub: Hub) -> No
         ),
         "the matcher to close the alert",
     )
+
+
+def test_an_outcome_left_unpublished_is_sent_by_the_notifiers_loop(hub: Hub) -> None:
+    """As after a crash between storing an outcome and publishing it."""
+    address = new_address()
+    crisis = accepted(
+        hub.post(
+            "debt-signal",
+            debt_signal(address, "2025-11-03", crisis=True, crisis_kind="EVICTION"),
+            "key-huur",
+        )
+    )
+    alert_id = alert_with(hub, crisis, "debt-crisis")
+    hub.execute(
+        "insert into outcome_outbox (alert_id, outcome, closed_on, team_id, recorded_at) "
+        "values (:a, 'niet-opgepakt', current_date, :t, now())",
+        a=alert_id,
+        t=DEBT_TEAM.team_id,
+    )
+    wait_for(
+        lambda: (
+            hub.query(
+                "select published_at is not null from outcome_outbox where alert_id = :a",
+                a=alert_id,
+            )
+            == [(True,)]
+        ),
+        "the notifier's loop to publish the outcome",
+        timeout=30,
+    )
+    (record,) = [r for r in asyncio.run(_outcomes(hub)) if r["alert_id"] == alert_id]
+    assert record["outcome"] == "niet-opgepakt" and record["rule_id"] == "debt-crisis"
