@@ -126,6 +126,8 @@ class HubStack:
             "HUB_MATCHER_DATA_DIR": str(self.workdir.resolve() / "matcher"),
             "HUB_NOTIFIER_PORT": str(self.ports["notifier"]),
             "HUB_NOTIFIER_GROUP_ID": f"{self.topic_prefix}-notifier",
+            # The synthetic year lies in the past: its deadlines pass at once, check often.
+            "HUB_NOTIFIER_OVERDUE_CHECK_S": "1",
             "HUB_NOTIFIER_TEAMS": json.dumps(
                 [t.config() for t in [regional_team(self.team_token), *self.teams]]
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from services.notifier.deadlines import today
 from services.notifier.settings import Team
 from services.shared.db.models import Alert
 from services.shared.events import DOMAIN_NL
@@ -76,6 +77,7 @@ def present(alert: Alert, team: Team) -> dict[str, Any]:
             }
             for c in shown
         ],
+        "overdue": alert.status != "closed" and alert.deadline < today(),
         "claimed_by": alert.claimed_by,
         "outcome": alert.outcome,
         "closed_at": alert.closed_at,

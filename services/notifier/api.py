@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifier import metrics
 from services.notifier.access import Member, present, team_directory
 from services.notifier.consumer import AlertConsumer
+from services.notifier.deadlines import keep_escalating
 from services.notifier.outcomes import Conflict, claim, close, keep_publishing, publish_pending
 from services.notifier.settings import NotifierSettings
 from services.shared.avro import AvroCodec
@@ -78,6 +79,8 @@ class AlertOut(BaseModel):
     claimed_by: str | None = None
     outcome: str | None = None
     closed_at: dt.datetime | None = None
+    #: Open with its deadline passed (the notifier escalated it); listed first.
+    overdue: bool = False
     #: Domains involved that this team's purposes do not disclose (0 when the rule hides them).
     other_domains_involved: int
     personal_details_removed: bool
@@ -141,11 +144,14 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         publisher = asyncio.create_task(
             keep_publishing(sessions, producer, codec, settings), name="outcome-publisher"
         )
+        deadlines = asyncio.create_task(
+            keep_escalating(sessions, settings.notifier_overdue_check_s), name="overdue-check"
+        )
         log.info("notifier.started", kafka=settings.kafka_bootstrap)
         try:
             yield
         finally:
-            for running in (task, publisher):
+            for running in (task, publisher, deadlines):
                 running.cancel()
                 with suppress(asyncio.CancelledError):
                     await running
@@ -227,7 +233,10 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         async with sessions() as session:
             total = await session.scalar(select(func.count()).select_from(query.subquery()))
             rows = await session.scalars(
-                query.order_by(Alert.deadline, Alert.alert_id).limit(limit).offset(offset)
+                # Open ones first, by deadline: the overdue ones lead.
+                query.order_by(Alert.status == "closed", Alert.deadline, Alert.alert_id)
+                .limit(limit)
+                .offset(offset)
             )
             return AlertPage(
                 total=total or 0,

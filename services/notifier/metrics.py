@@ -42,3 +42,9 @@ OUTCOMES_PUBLISHED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+ALERTS_OVERDUE = Counter(
+    "hub_alerts_overdue",
+    "Open alerts whose deadline passed (each counted once), by rule and municipality code",
+    ["rule", "municipality"],
+    registry=REGISTRY,
+)

@@ -43,5 +43,7 @@ class NotifierSettings(HubSettings, DatabaseSettings, VaultSettings):
     notifier_host: str = "127.0.0.1"
     notifier_port: int = Field(8003, ge=1, le=65535)
     notifier_group_id: str = "hub-notifier"
+    #: How often the notifier looks for open alerts past their deadline.
+    notifier_overdue_check_s: float = Field(60.0, gt=0)
     #: JSON list of teams with their members' tokens (HUB_NOTIFIER_TEAMS). **Secrets.**
     notifier_teams: list[Team] = Field(default_factory=list)

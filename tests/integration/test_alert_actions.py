@@ -154,3 +154,29 @@ def test_an_outcome_left_unpublished_is_sent_by_the_notifiers_loop(hub: Hub) -> 
     )
     (record,) = [r for r in asyncio.run(_outcomes(hub)) if r["alert_id"] == alert_id]
     assert record["outcome"] == "niet-opgepakt" and record["rule_id"] == "debt-crisis"
+
+
+def test_an_open_alert_past_its_deadline_is_escalated(hub: Hub) -> None:
+    address = new_address()
+    crisis = accepted(
+        hub.post(
+            "debt-signal",
+            debt_signal(address, "2025-11-10", crisis=True, crisis_kind="EVICTION"),
+            "key-huur",
+        )
+    )
+    alert_id = alert_with(hub, crisis, "debt-crisis")  # due 13-11-2025: long past
+    wait_for(
+        lambda: hub.query("select overdue_at from alerts where alert_id = :a", a=alert_id)[0][0],
+        "the notifier to find the deadline passed",
+    )
+    body = hub.team_get(f"/v1/alerts/{alert_id}", DEBT_TEAM.token).json()
+    assert body["overdue"] is True and body["deadline"] == "2025-11-13"
+    text = httpx.get(f"{hub.stack.url('notifier')}/metrics").text
+    assert 'hub_alerts_overdue_total{municipality="GM0153",rule="debt-crisis"}' in text
+    # Closed, it is no longer overdue, and it goes to the end of the list.
+    team_post(hub, f"/v1/alerts/{alert_id}/outcome", DEBT_TEAM.token, {"outcome": "geen-contact"})
+    assert hub.team_get(f"/v1/alerts/{alert_id}", DEBT_TEAM.token).json()["overdue"] is False
+    listed = hub.team_get("/v1/alerts?limit=500", DEBT_TEAM.token).json()["alerts"]
+    statuses = [a["status"] for a in listed]
+    assert statuses == sorted(statuses, key=lambda s: s == "closed")

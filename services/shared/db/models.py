@@ -60,6 +60,8 @@ class Alert(Base):
     claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[str | None] = mapped_column(String(48))
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When the notifier found the deadline passed with the alert still open (escalated once).
+    overdue_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     #: Set when retention or erasure removed the alert's personal details for good.
     details_removed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     first_stored_at: Mapped[dt.datetime] = mapped_column(

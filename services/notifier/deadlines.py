@@ -1,0 +1,52 @@
+"""Deadlines: an open alert whose deadline has passed is escalated, once.
+
+The deadline is a date (3 working days, 4 weeks, 14 days, as the rule says); it has passed
+when the day after it has begun in Twente. Escalating marks the alert (`overdue_at`), counts
+it per rule and municipality, and logs it, so an operator and a team lead can act; the team
+API shows `overdue` and lists alerts by deadline, the overdue ones first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.notifier import metrics
+from services.shared.db.models import Alert
+from services.shared.logging import get_logger
+from services.shared.region import AMSTERDAM
+
+log = get_logger("hub.notifier.deadlines")
+
+
+def today() -> dt.date:
+    return dt.datetime.now(AMSTERDAM).date()
+
+
+async def escalate_overdue(sessions: async_sessionmaker[AsyncSession], day: dt.date) -> int:
+    """Marks the open alerts whose deadline lies before `day`; returns how many were new."""
+    async with sessions() as session, session.begin():
+        rows = await session.execute(
+            update(Alert)
+            .where(Alert.status != "closed", Alert.deadline < day, Alert.overdue_at.is_(None))
+            .values(overdue_at=dt.datetime.now(dt.UTC))
+            .returning(Alert.rule_id, Alert.municipality_code)
+        )
+        counts = Counter((rule, municipality) for rule, municipality in rows)
+    for (rule, municipality), count in sorted(counts.items()):
+        metrics.ALERTS_OVERDUE.labels(rule, municipality).inc(count)
+        log.warning("alerts.overdue", rule=rule, municipality=municipality, count=count)
+    return sum(counts.values())
+
+
+async def keep_escalating(sessions: async_sessionmaker[AsyncSession], every_s: float) -> None:
+    while True:
+        try:
+            await escalate_overdue(sessions, today())
+        except Exception as exc:  # the database away: try again next round, loudly
+            log.warning("alerts.overdue_check_failed", error=type(exc).__name__)
+        await asyncio.sleep(every_s)
