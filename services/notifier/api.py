@@ -22,7 +22,7 @@ from services.notifier import metrics
 from services.notifier.access import Member, present, team_directory
 from services.notifier.consumer import AlertConsumer
 from services.notifier.deadlines import keep_escalating
-from services.notifier.outcomes import Conflict, claim, close, keep_publishing, publish_pending
+from services.notifier.outcomes import Conflict, OutcomePublisher, claim, close
 from services.notifier.settings import NotifierSettings
 from services.shared.avro import AvroCodec
 from services.shared.crypto import Vault
@@ -140,10 +140,9 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         state["consumer"] = consumer
         task = asyncio.create_task(consumer.run(), name="alert-consumer")
         task.add_done_callback(_crash_loudly)
-        state["producer"] = producer
-        publisher = asyncio.create_task(
-            keep_publishing(sessions, producer, codec, settings), name="outcome-publisher"
-        )
+        outbox = OutcomePublisher(sessions, producer, codec, settings)
+        state["outbox"] = outbox
+        publisher = asyncio.create_task(outbox.run(), name="outcome-publisher")
         deadlines = asyncio.create_task(
             keep_escalating(sessions, settings.notifier_overdue_check_s), name="overdue-check"
         )
@@ -338,10 +337,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
             metrics.ALERT_ACTIONS.labels("outcome", alert.rule_id).inc()
 
         view = await act(alert_id, member, finish)
-        try:
-            await publish_pending(sessions, state["producer"], codec, settings)
-        except Exception as exc:  # stored and queued: the publishing loop sends it later
-            log.warning("outcomes.publish_deferred", error=type(exc).__name__)
+        state["outbox"].wake()  # stored and queued: published in the background
         return view
 
     return app

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 from collections import Counter
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import metrics
@@ -30,9 +30,16 @@ def today() -> dt.date:
 async def escalate_overdue(sessions: async_sessionmaker[AsyncSession], day: dt.date) -> int:
     """Marks the open alerts whose deadline lies before `day`; returns how many were new."""
     async with sessions() as session, session.begin():
+        # Rows the alert consumer holds are skipped (next round), so the two never deadlock.
+        due = (
+            select(Alert.alert_id)
+            .where(Alert.status != "closed", Alert.deadline < day, Alert.overdue_at.is_(None))
+            .order_by(Alert.alert_id)
+            .with_for_update(skip_locked=True)
+        )
         rows = await session.execute(
             update(Alert)
-            .where(Alert.status != "closed", Alert.deadline < day, Alert.overdue_at.is_(None))
+            .where(Alert.alert_id.in_(due.scalar_subquery()))
             .values(overdue_at=dt.datetime.now(dt.UTC))
             .returning(Alert.rule_id, Alert.municipality_code)
         )

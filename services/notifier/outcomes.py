@@ -9,6 +9,7 @@ from it, the region counts households approached and helped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -55,6 +56,8 @@ def close(session: AsyncSession, alert: Alert, team_id: str, member_id: str, out
     """Closes the alert with an outcome and queues the outcome for the matcher."""
     if alert.status == "closed":
         raise Conflict(f"this alert was closed already, with outcome {alert.outcome}")
+    if alert.claimed_by not in (None, member_id):
+        raise Conflict("someone else has claimed this alert; they record its outcome")
     now = dt.datetime.now(dt.UTC)
     alert.status, alert.outcome, alert.closed_at = "closed", outcome, now
     if alert.claimed_by is None:
@@ -100,19 +103,25 @@ async def publish_pending(
     codec: AvroCodec,
     settings: HubSettings,
 ) -> int:
-    """Publishes the outbox's unpublished outcomes; returns how many. Rows are locked while
-    they are sent, so two notifier replicas do not send one twice (the matcher would ignore
-    the second anyway)."""
-    async with sessions() as session, session.begin():
-        pending = await session.scalars(
-            select(OutcomeOutbox)
-            .where(OutcomeOutbox.published_at.is_(None))
-            .order_by(OutcomeOutbox.recorded_at)
-            .limit(500)
-            .with_for_update(skip_locked=True, of=OutcomeOutbox)
-        )
-        sent = 0
-        for entry in pending:
+    """Publishes the outbox's unpublished outcomes, one transaction each; returns how many.
+
+    A row is locked while it is sent (SKIP LOCKED: two notifier replicas never send one
+    twice, and never wait for each other), and marked published in the same short
+    transaction once Kafka has acknowledged it. A failure leaves that row for the next round
+    and does not undo what was sent before it.
+    """
+    sent = 0
+    while True:
+        async with sessions() as session, session.begin():
+            entry = await session.scalar(
+                select(OutcomeOutbox)
+                .where(OutcomeOutbox.published_at.is_(None))
+                .order_by(OutcomeOutbox.recorded_at)
+                .limit(1)
+                .with_for_update(skip_locked=True, of=OutcomeOutbox)
+            )
+            if entry is None:
+                return sent
             record = _record(entry)
             await producer.send_and_wait(
                 alert_outcomes_topic(settings),
@@ -120,21 +129,34 @@ async def publish_pending(
                 key=record["household_id"].encode(),
             )
             entry.published_at = dt.datetime.now(dt.UTC)
-            metrics.OUTCOMES_PUBLISHED.labels(entry.outcome).inc()
-            sent += 1
-        return sent
+        metrics.OUTCOMES_PUBLISHED.labels(record["outcome"]).inc()
+        sent += 1
 
 
-async def keep_publishing(
-    sessions: async_sessionmaker[AsyncSession],
-    producer: AIOKafkaProducer,
-    codec: AvroCodec,
-    settings: HubSettings,
-) -> None:
-    """Publishes what an endpoint could not (Kafka away, a crash in between), until stopped."""
-    while True:
-        try:
-            await publish_pending(sessions, producer, codec, settings)
-        except Exception as exc:  # lost infrastructure: try again later, loudly
-            log.warning("outcomes.publish_failed", error=type(exc).__name__)
-        await asyncio.sleep(RETRY_INTERVAL_S)
+class OutcomePublisher:
+    """Publishes the outbox in the background: woken when an outcome is stored, and every
+    `RETRY_INTERVAL_S` for whatever a failure (Kafka away, a crash) left behind. A member
+    recording an outcome never waits for Kafka."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        producer: AIOKafkaProducer,
+        codec: AvroCodec,
+        settings: HubSettings,
+    ) -> None:
+        self._args = (sessions, producer, codec, settings)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await publish_pending(*self._args)
+            except Exception as exc:  # lost infrastructure: try again later, loudly
+                log.warning("outcomes.publish_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RETRY_INTERVAL_S)
+            self._wake.clear()

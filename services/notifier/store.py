@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,7 +44,15 @@ async def upsert_alert(session: AsyncSession, alert: dict[str, Any]) -> bool:
         .on_conflict_do_update(
             index_elements=[Alert.alert_id],
             # A newer version comes with new events and their details: no longer removed.
-            set_={**values, "updated_at": func.now(), "details_removed_at": None},
+            set_={
+                **values,
+                "updated_at": func.now(),
+                "details_removed_at": None,
+                # A new deadline is escalated again when it passes.
+                "overdue_at": case(
+                    (Alert.deadline != alert["deadline"], None), else_=Alert.overdue_at
+                ),
+            },
             where=Alert.version < alert["version"],
         )
         .returning(Alert.alert_id)

@@ -78,7 +78,7 @@ async def purge(
                 Alert.details_removed_at.is_(None),
                 or_(
                     and_(
-                        Alert.status == "open",
+                        Alert.status != "closed",  # open, or claimed but not closed
                         Alert.raised_on
                         < as_of - dt.timedelta(days=settings.retention_open_alert_days),
                     ),

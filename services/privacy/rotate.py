@@ -18,7 +18,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.privacy.commands import CommandSender, record_run
-from services.shared.db.models import Alert, ContactDetail, HouseholdKey, PseudonymLink
+from services.shared.db.models import (
+    Alert,
+    ContactDetail,
+    HouseholdKey,
+    OutcomeOutbox,
+    PseudonymLink,
+)
 from services.shared.identity import Pseudonymiser
 from services.shared.logging import get_logger
 
@@ -40,6 +46,11 @@ async def rotate(
 ) -> RotationReport:
     """Runs inside the caller's transaction; the caller commits."""
     started_at = dt.datetime.now(dt.UTC)
+    # Outcomes not yet published wait (the notifier skips locked rows) and then go out with
+    # the new pseudonym, after the matcher's REKEY has been sent.
+    await session.execute(
+        select(OutcomeOutbox.alert_id).where(OutcomeOutbox.published_at.is_(None)).with_for_update()
+    )
     previous = f"hh{pseudonyms.version - 1}-"
     known = sorted(
         set(await session.scalars(select(HouseholdKey.household_id)))
