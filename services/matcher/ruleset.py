@@ -42,7 +42,7 @@ from services.shared.config import REPO_ROOT
 from services.shared.errors import ConfigurationError
 from services.shared.events import FAMILIES, Domain, EventType
 from services.shared.identity import event_id
-from services.shared.outcomes import OUTCOMES
+from services.shared.outcomes import KnownOutcome
 from services.shared.purposes import check_rule
 
 DEFAULT_RULES_FILE = REPO_ROOT / "rules" / "baseline.yaml"
@@ -128,14 +128,7 @@ class CloseStep(_Strict):
     """The team closes the rule's open alert (an outcome recorded in the inbox)."""
 
     close: dt.date
-    outcome: str = Field("hulp-gestart", description="One of the fixed outcomes.")
-
-    @field_validator("outcome")
-    @classmethod
-    def _known(cls, outcome: str) -> str:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown outcome {outcome!r}; known: {', '.join(OUTCOMES)}")
-        return outcome
+    outcome: KnownOutcome = Field("hulp-gestart", description="One of the fixed outcomes.")
 
 
 class ExpectedAlert(_Strict):

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +33,7 @@ from services.shared.errors import DecryptionFailed
 from services.shared.http import operations_router
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
-from services.shared.outcomes import OUTCOMES
+from services.shared.outcomes import KnownOutcome
 
 log = get_logger("hub.notifier")
 _bearer = HTTPBearer(auto_error=False)
@@ -87,14 +87,7 @@ class AlertOut(BaseModel):
 
 
 class OutcomeIn(BaseModel):
-    outcome: str = Field(description="One of the fixed outcomes (docs/rules.md).")
-
-    @field_validator("outcome")
-    @classmethod
-    def _known(cls, outcome: str) -> str:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown outcome; one of: {', '.join(OUTCOMES)}")
-        return outcome
+    outcome: KnownOutcome = Field(description="One of the fixed outcomes (docs/rules.md).")
 
 
 class AlertPage(BaseModel):

@@ -7,7 +7,9 @@ is set per outcome (`HUB_RETENTION_CLOSED_ALERT_DAYS`).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
+
+from pydantic import AfterValidator
 
 OUTCOMES: Final[dict[str, str]] = {
     "niet-opgepakt": "Niet opgepakt",
@@ -22,3 +24,13 @@ OUTCOMES: Final[dict[str, str]] = {
 
 #: The only outcome a creditor may hear about (Wgs art. 3: never the reason).
 FEEDBACK_TO_CREDITOR: Final = frozenset({"niet-opgepakt"})
+
+
+def _known(outcome: str) -> str:
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}; one of: {', '.join(OUTCOMES)}")
+    return outcome
+
+
+#: An outcome from the fixed list, for pydantic models (the team API, rule examples).
+KnownOutcome = Annotated[str, AfterValidator(_known)]

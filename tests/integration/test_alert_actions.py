@@ -58,6 +58,19 @@ async def _outcomes(hub: Hub) -> list[dict[str, Any]]:
         await consumer.stop()
 
 
+def wait_published(hub: Hub, alert_id: str) -> None:
+    wait_for(
+        lambda: (
+            hub.query(
+                "select published_at is not null from outcome_outbox where alert_id = :a",
+                a=alert_id,
+            )
+            == [(True,)]
+        ),
+        "the notifier to publish the outcome",
+    )
+
+
 def test_claim_and_outcome_close_the_alert_and_reach_the_matcher(hub: Hub) -> None:
     address = new_address()
     accepted(hub.post("debt-signal", debt_signal(address, "2025-10-01"), "key-huur"))
@@ -104,16 +117,7 @@ def test_claim_and_outcome_close_the_alert_and_reach_the_matcher(hub: Hub) -> No
     ]
 
     # The outcome goes to Kafka in the background, for the matcher and the region's counts.
-    wait_for(
-        lambda: (
-            hub.query(
-                "select published_at is not null from outcome_outbox where alert_id = :a",
-                a=alert_id,
-            )
-            == [(True,)]
-        ),
-        "the outcome to be published",
-    )
+    wait_published(hub, alert_id)
     (record,) = [r for r in asyncio.run(_outcomes(hub)) if r["alert_id"] == alert_id]
     assert record["household_id"] == household_of(hub, alert_id)
     assert record["outcome"] == "hulp-gestart" and record["team_id"] == DEBT_TEAM.team_id
@@ -148,17 +152,7 @@ def test_an_outcome_left_unpublished_is_sent_by_the_notifiers_loop(hub: Hub) -> 
         a=alert_id,
         t=DEBT_TEAM.team_id,
     )
-    wait_for(
-        lambda: (
-            hub.query(
-                "select published_at is not null from outcome_outbox where alert_id = :a",
-                a=alert_id,
-            )
-            == [(True,)]
-        ),
-        "the notifier's loop to publish the outcome",
-        timeout=30,
-    )
+    wait_published(hub, alert_id)
     (record,) = [r for r in asyncio.run(_outcomes(hub)) if r["alert_id"] == alert_id]
     assert record["outcome"] == "niet-opgepakt" and record["rule_id"] == "debt-crisis"
 
