@@ -242,6 +242,8 @@ def backtest(
 
     ruleset = _load(rules)
     other = _load(compare) if compare is not None else None
+    if plot is not None and not plot.parent.is_dir():
+        raise typer.BadParameter(f"{plot.parent}: no such directory", param_hint="--plot")
     from_topics = events == "kafka"
     if not from_topics and (since or until or start_offset is not None or end_offset is not None):
         raise typer.BadParameter("only for --events kafka", param_hint="--since/--until/offsets")
