@@ -208,14 +208,11 @@ class TopicRange:
     end_offset: int | None = None
 
 
-async def topic_rows(
-    settings: HubSettings, selection: TopicRange, total: list[int] | None = None
-) -> AsyncIterator[Row]:
+async def topic_rows(settings: HubSettings, selection: TopicRange) -> AsyncIterator[Row]:
     """Reads the source topics from the range's start to its end, as they are when it starts.
 
     Records that do not decode, or are not source events, are skipped: the matcher
-    dead-letters them, so they never made an alert either. `total`, when given, receives
-    the number of records in range before the first row is yielded (for a progress bar).
+    dead-letters them, so they never made an alert either.
     """
     codec = AvroCodec(settings.schemas_dir)
     partitions = await topic_partitions(
@@ -233,8 +230,6 @@ async def topic_rows(
     try:
         consumer.assign(partitions)
         starts, ends = await _bounds(consumer, partitions, selection)
-        if total is not None:
-            total.append(sum(max(0, ends[tp] - starts[tp]) for tp in partitions))
         pending = {tp for tp in partitions if starts[tp] < ends[tp]}
         for tp in partitions:
             consumer.seek(tp, starts[tp])

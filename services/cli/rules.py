@@ -92,7 +92,7 @@ def rules_check(
                 str(rule.version),
                 rule.purpose,
                 rule.priority,
-                rule.describe_condition(),
+                rule.condition_text,
                 f"{passed}/{len(mine)}",
             )
         out.print(table)
@@ -184,10 +184,9 @@ def _topic_rows(
     settings = HubSettings()
 
     async def read() -> list[Row]:
-        total: list[int] = []
         rows: list[Row] = []
         with _progress("reading the source topics", None) as advance:
-            async for row in topic_rows(settings, selection, total):
+            async for row in topic_rows(settings, selection):
                 rows.append(row)
                 advance(1)
         return rows

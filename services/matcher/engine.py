@@ -429,6 +429,7 @@ class Engine:
         if not contributions:
             return None  # every event purged by retention: nothing left to show
         newest = contributions[-1]
+        deadline = rule.deadline_for(contributions)
         return {
             "alert_id": current.alert_id,
             "household_id": household_id,
@@ -441,7 +442,8 @@ class Engine:
             "version": current.version,
             "priority": rule.priority,
             "raised_on": current.raised_on,
-            "deadline": rule.deadline_for(contributions).due(current.raised_on),
+            "deadline": deadline.due(current.raised_on),
+            "deadline_rule": deadline.describe(),
             "domains": sorted({f.domain for f in contributions}),
             "event_ids": [f.event_id for f in contributions],
         }
@@ -459,8 +461,7 @@ class Engine:
             **summary,
             "purpose": rule.purpose,
             "legal_basis": rule.legal_basis,
-            "deadline_rule": rule.deadline_for(contributions).describe(),
-            "condition": rule.describe_condition(),
+            "condition": rule.condition_text,
             "explanation": rule.explain(contributions),
             "undisclosed_domains": rule.undisclosed_domains,
             "contributions": [

@@ -233,8 +233,10 @@ class Rule:
     def explain(self, contributions: Sequence[Fact]) -> str:
         return self.explanation.format_map(explanation_values(self, contributions))
 
-    def describe_condition(self) -> str:
-        """The condition in Dutch, as the alert carries it ("ten minste 2 ...")."""
+    @cached_property
+    def condition_text(self) -> str:
+        """The condition in Dutch, as every alert of the rule carries it ("ten minste 2 ...");
+        made once, not for each alert published."""
         return describe_condition(self)
 
 

@@ -24,7 +24,7 @@ from tests.integration.fixtures import (
     wait_for,
 )
 from tests.integration.test_privacy import accepted, alert_with, household_of
-from tests.integration.test_rules_live import matcher_metric
+from tests.integration.test_rules_live import alerts_closed, wait_until_closed
 
 pytestmark = pytest.mark.integration
 
@@ -96,9 +96,7 @@ def test_claim_and_outcome_close_the_alert_and_reach_the_matcher(hub: Hub) -> No
     assert wrong.status_code == 422
     assert "unknown outcome" in wrong.text and "hulp-gestart" in wrong.text
 
-    closed_before = matcher_metric(
-        hub, "hub_matcher_alerts_closed_total", rule="twente-match", outcome="hulp-gestart"
-    )
+    closed_before = alerts_closed(hub)
     done = team_post(hub, f"{path}/outcome", DEBT_TEAM.token, {"outcome": "hulp-gestart"})
     assert done.status_code == 200
     assert done.json()["status"] == "closed" and done.json()["outcome"] == "hulp-gestart"
@@ -124,15 +122,7 @@ def test_claim_and_outcome_close_the_alert_and_reach_the_matcher(hub: Hub) -> No
     assert record["closed_on"] == dt.datetime.now(AMSTERDAM).date()
 
     # And the matcher closed its episode: the rule's cool-down has begun.
-    wait_for(
-        lambda: (
-            matcher_metric(
-                hub, "hub_matcher_alerts_closed_total", rule="twente-match", outcome="hulp-gestart"
-            )
-            > closed_before
-        ),
-        "the matcher to close the alert",
-    )
+    wait_until_closed(hub, closed_before)
 
 
 def test_an_outcome_left_unpublished_is_sent_by_the_notifiers_loop(hub: Hub) -> None:

@@ -30,6 +30,17 @@ def matcher_metric(hub: Hub, name: str, **labels: str) -> float:
     return float(match[1]) if match else 0.0
 
 
+def alerts_closed(hub: Hub, outcome: str = "hulp-gestart") -> float:
+    """How many twente-match alerts the matcher has closed with the outcome."""
+    return matcher_metric(
+        hub, "hub_matcher_alerts_closed_total", rule="twente-match", outcome=outcome
+    )
+
+
+def wait_until_closed(hub: Hub, before: float) -> None:
+    wait_for(lambda: alerts_closed(hub) > before, "the matcher to close the alert")
+
+
 def test_the_matcher_reports_the_rules_it_runs(hub: Hub) -> None:
     ruleset = load_ruleset(DEFAULT_RULES_FILE)
     ready = httpx.get(f"{hub.stack.url('matcher')}/readyz").json()
@@ -98,19 +109,9 @@ def test_a_closed_alert_stays_quiet_until_a_new_creditor_appears(hub: Hub) -> No
     )
     assert body["explanation"].startswith("2 betalingsachterstanden bij 2 verschillende")
 
-    closed_before = matcher_metric(
-        hub, "hub_matcher_alerts_closed_total", rule="twente-match", outcome="hulp-gestart"
-    )
+    closed_before = alerts_closed(hub)
     close_alert(hub, episode_1, household, dt.date(2025, 9, 15))
-    wait_for(
-        lambda: (
-            matcher_metric(
-                hub, "hub_matcher_alerts_closed_total", rule="twente-match", outcome="hulp-gestart"
-            )
-            > closed_before
-        ),
-        "the matcher to close the alert",
-    )
+    wait_until_closed(hub, closed_before)
 
     # Within the cool-down the same creditors stay quiet. The crisis signal after the quiet
     # one raises its own alert, which shows the matcher has handled both.
