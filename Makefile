@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck install kafka-jars clean
+.PHONY: demo test lint typecheck install kafka-jars chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ install: $(STAMP)
 kafka-jars: $(STAMP)
 	$(BIN)/python -c "from services.cli.infra import fetch_kafka_jars; fetch_kafka_jars()"
 
+# The browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
+chromium:
+	@command -v chromium >/dev/null || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
 demo: install
 	$(BIN)/hub demo
 
@@ -30,7 +36,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install kafka-jars lint typecheck
+test: install kafka-jars chromium lint typecheck
 	$(BIN)/pytest -p no:cacheprovider tests
 
 clean:

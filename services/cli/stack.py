@@ -24,7 +24,8 @@ from typing import Any, Self
 import httpx
 
 from services.cli.infra import free_port
-from services.shared.config import DatabaseSettings, HubSettings
+from services.notifier.directory import TeamSpec, add_member, apply_team
+from services.shared.config import DatabaseSettings, HubSettings, VaultSettings
 from services.shared.db.migrate import upgrade
 from services.shared.purposes import PURPOSES
 from services.shared.region import MUNICIPALITIES
@@ -45,22 +46,63 @@ class PartnerAccount:
 
 @dataclass(frozen=True)
 class TeamAccount:
-    """A team of the team API with one member and that member's token."""
+    """A team of the directory with one member and that member's token."""
 
     team_id: str
     municipalities: tuple[str, ...]
     purposes: tuple[str, ...]
     member_id: str
     token: str
+    wijken: tuple[str, ...] = ()
+    fallback: bool = False
+    #: Channels as `ChannelSpec` fields (kind, target, secret, notices, oauth).
+    channels: tuple[dict[str, Any], ...] = ()
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "team_id": self.team_id,
-            "name": self.team_id,
-            "municipalities": list(self.municipalities),
-            "purposes": list(self.purposes),
-            "members": [{"member_id": self.member_id, "api_key": self.token}],
-        }
+    def spec(self) -> TeamSpec:
+        return TeamSpec.model_validate(
+            {
+                "team_id": self.team_id,
+                "name": self.team_id,
+                "municipalities": list(self.municipalities),
+                "wijken": list(self.wijken),
+                "purposes": list(self.purposes),
+                "fallback": self.fallback,
+                "channels": list(self.channels),
+            }
+        )
+
+
+async def install_teams(
+    database_url: str, master_key: str, teams: Iterable[TeamSpec], members: Iterable[TeamAccount]
+) -> None:
+    """Writes teams, and members with their known tokens, into the directory."""
+    from services.shared.crypto import Vault
+    from services.shared.db.engine import make_engine, make_sessionmaker
+
+    settings = VaultSettings(master_key=master_key)
+    engine = make_engine(DatabaseSettings(database_url=database_url))
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            for team in teams:
+                await apply_team(session, Vault(settings), team)
+            for member in members:
+                await add_member(session, member.team_id, member.member_id, member.token)
+    finally:
+        await engine.dispose()
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """Makes database `name` on the server of `server_url`; returns its URL."""
+    from sqlalchemy import make_url, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(f'create database "{name}"'))
+    finally:
+        await engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def regional_team(token: str) -> TeamAccount:
@@ -89,9 +131,18 @@ class HubStack:
     topic_prefix: str
     workdir: Path
     idempotent_producer: bool = True
-    team_token: str = "test-team-token"
-    #: Teams besides the regional one that holds `team_token`.
-    teams: list[TeamAccount] = field(default_factory=list)
+    team_token: str = "test-team-token-regio"
+    #: The directory's teams with a member each; by default one regional team holding
+    #: `team_token` that covers every municipality with every purpose.
+    teams: list[TeamAccount] | None = None
+    #: Teams without members (the seeded directory of the demo).
+    more_teams: list[TeamSpec] = field(default_factory=list)
+    #: A database of its own on the server of `database_url`, so the team directories
+    #: of two stacks do not meet.
+    own_database: bool = False
+    #: More environment for the services (delivery retries and SMTP in tests).
+    extra_env: dict[str, str] = field(default_factory=dict)
+    session_secret: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
     master_key: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
     pseudonym_version: int = 1
     #: Secrets of earlier pseudonym versions, once the secret has been rotated.
@@ -128,14 +179,18 @@ class HubStack:
             "HUB_NOTIFIER_GROUP_ID": f"{self.topic_prefix}-notifier",
             # The synthetic year lies in the past: its deadlines pass at once, check often.
             "HUB_NOTIFIER_OVERDUE_CHECK_S": "1",
-            "HUB_NOTIFIER_TEAMS": json.dumps(
-                [t.config() for t in [regional_team(self.team_token), *self.teams]]
-            ),
+            "HUB_NOTIFIER_PUBLIC_URL": self.url("notifier"),
+            "HUB_NOTIFIER_SESSION_SECRET": self.session_secret,
             "HUB_MASTER_KEY": self.master_key,
             "HUB_LOG_JSON": "true",
             "HUB_LOG_LEVEL": "WARNING",
             "HUB_INGEST_PARTNERS": json.dumps([asdict(p) for p in self.partners]),
+            **self.extra_env,
         }
+
+    @property
+    def members(self) -> list[TeamAccount]:
+        return self.teams if self.teams is not None else [regional_team(self.team_token)]
 
     def log_path(self, service: str) -> Path:
         return self.workdir / f"{service}.log"
@@ -143,7 +198,18 @@ class HubStack:
     def __enter__(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ports = {name: free_port() for name in SERVICES}
+        if self.own_database:
+            self.database_url = asyncio.run(create_database(self.database_url, self.topic_prefix))
+            self.own_database = False  # made; a second start uses it
         upgrade(DatabaseSettings(database_url=self.database_url))
+        asyncio.run(
+            install_teams(
+                self.database_url,
+                self.master_key,
+                [*self.more_teams, *(m.spec() for m in self.members)],
+                self.members,
+            )
+        )
         asyncio.run(create_topics(self.hub_settings))
         try:
             for name in SERVICES:

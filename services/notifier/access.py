@@ -1,40 +1,17 @@
-"""Who is asking, and what of an alert their team may see (purpose binding, DESIGN.md §3)."""
+"""What of an alert a team may see (purpose binding, DESIGN.md §3)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from services.notifier.deadlines import today
-from services.notifier.settings import Team
+from services.notifier.directory import TeamView
 from services.shared.db.models import Alert
 from services.shared.events import DOMAIN_NL
 from services.shared.purposes import disclosed_domains
-from services.shared.tokens import TokenIndex
 
 
-@dataclass(frozen=True)
-class Member:
-    member_id: str
-    team: Team
-
-    @property
-    def disclosed(self) -> frozenset[str]:
-        return disclosed_domains(self.team.purposes)
-
-    def team_sees(self, alert: Alert) -> bool:
-        return (
-            alert.municipality_code in self.team.municipalities
-            and alert.purpose in self.team.purposes
-        )
-
-
-def team_directory(teams: list[Team]) -> TokenIndex[Member]:
-    """Every member of every team, found by bearer token."""
-    return TokenIndex((m.api_key, Member(m.member_id, t)) for t in teams for m in t.members)
-
-
-def present(alert: Alert, team: Team) -> dict[str, Any]:
+def present(alert: Alert, team: TeamView) -> dict[str, Any]:
     """The alert as `team` may see it: undisclosed domains mentioned or hidden, as the rule says.
 
     The matcher's explanation names every domain, so a team that may not see all of them

@@ -8,28 +8,30 @@ is written to the append-only access log; every claim and outcome to `alert_acti
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, suppress
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import text
+from starlette.middleware.sessions import SessionMiddleware
 
 from services.notifier import metrics
-from services.notifier.access import Member, present, team_directory
 from services.notifier.consumer import AlertConsumer
 from services.notifier.deadlines import keep_escalating
-from services.notifier.outcomes import Conflict, OutcomePublisher, claim, close
+from services.notifier.delivery import Dispatcher
+from services.notifier.directory import Member, authenticate
+from services.notifier.inbox import inbox_router
+from services.notifier.outcomes import Conflict, OutcomePublisher
 from services.notifier.settings import NotifierSettings
+from services.notifier.teamwork import DetailsRemoved, NotFound, NotYours, Teamwork
 from services.shared.avro import AvroCodec
 from services.shared.crypto import Vault
-from services.shared.db.contacts import open_contacts
 from services.shared.db.engine import make_engine, make_sessionmaker
-from services.shared.db.models import AccessLogEntry, Alert
-from services.shared.errors import DecryptionFailed
 from services.shared.http import operations_router
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
@@ -90,6 +92,24 @@ class OutcomeIn(BaseModel):
     outcome: KnownOutcome = Field(description="One of the fixed outcomes (docs/rules.md).")
 
 
+class NoteIn(BaseModel):
+    text: str = Field(
+        min_length=1, max_length=2000, description="A working note; stored encrypted."
+    )
+
+
+class HistoryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: dt.datetime
+    member_id: str
+    team_id: str
+    action: str
+    outcome: str | None
+    #: A note's text; null when the household's details were shredded.
+    text: str | None
+
+
 class AlertPage(BaseModel):
     total: int
     alerts: list[AlertOut]
@@ -117,19 +137,39 @@ class ContactPage(BaseModel):
     contacts: list[ContactOut]
 
 
+T = TypeVar("T")
+
+
+async def _answer(work: Awaitable[T]) -> T:
+    """Team work's refusals as HTTP answers."""
+    try:
+        return await work
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except NotYours as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    except DetailsRemoved as exc:
+        raise HTTPException(status.HTTP_410_GONE, str(exc)) from None
+    except Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
 def create_app(settings: NotifierSettings) -> FastAPI:
-    engine = make_engine(settings)
+    # Deliveries hold two connections each while in flight (the row lock and the attempts).
+    engine = make_engine(settings, pool_size=2 * settings.delivery_concurrency + 5)
     sessions = make_sessionmaker(engine)
-    teams = team_directory(settings.notifier_teams)
     vault = Vault(settings)
     codec = AvroCodec(settings.schemas_dir)
     state: dict[str, Any] = {}
+    teamwork = Teamwork(sessions, vault, on_outcome=lambda: state["outbox"].wake())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = make_producer(settings)
         await producer.start()
-        consumer = AlertConsumer(settings, codec, sessions, producer)
+        client = httpx.AsyncClient(follow_redirects=False)
+        dispatcher = Dispatcher(sessions, vault, settings, client)
+        consumer = AlertConsumer(settings, codec, sessions, producer, on_queued=dispatcher.wake)
         state["consumer"] = consumer
         task = asyncio.create_task(consumer.run(), name="alert-consumer")
         task.add_done_callback(_crash_loudly)
@@ -137,25 +177,45 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         state["outbox"] = outbox
         publisher = asyncio.create_task(outbox.run(), name="outcome-publisher")
         deadlines = asyncio.create_task(
-            keep_escalating(sessions, settings.notifier_overdue_check_s), name="overdue-check"
+            keep_escalating(sessions, settings.notifier_overdue_check_s, dispatcher.wake),
+            name="overdue-check",
         )
+        delivering = asyncio.create_task(dispatcher.run(), name="dispatcher")
+        delivering.add_done_callback(_crash_loudly)
         log.info("notifier.started", kafka=settings.kafka_bootstrap)
         try:
             yield
         finally:
-            for running in (task, publisher, deadlines):
+            for running in (task, publisher, deadlines, delivering):
                 running.cancel()
                 with suppress(asyncio.CancelledError):
                     await running
+            await client.aclose()
             await producer.stop()
             await engine.dispose()
 
     app = FastAPI(title="Twente hub team API", version="1", lifespan=lifespan)
+    # The inbox's login: a signed cookie (itsdangerous) holding the member id, never the token.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=(
+            settings.notifier_session_secret.get_secret_value()
+            if settings.notifier_session_secret
+            else secrets.token_urlsafe(32)
+        ),
+        session_cookie="hub_inbox",
+        max_age=round(settings.notifier_session_hours * 3600),
+        same_site="strict",
+        https_only=settings.notifier_public_url.startswith("https://"),
+    )
 
     async def team_member(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Member:
-        member = teams.find(credentials.credentials) if credentials else None
+        member = None
+        if credentials is not None:
+            async with sessions() as session:
+                member = await authenticate(session, credentials.credentials)
         if member is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -177,31 +237,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         return problems
 
     app.include_router(operations_router(metrics.REGISTRY, readiness))
-
-    async def visible_alert(
-        session: AsyncSession, member: Member, alert_id: str, for_update: bool = False
-    ) -> Alert:
-        alert = await session.get(Alert, alert_id, with_for_update=for_update)
-        if alert is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such alert")
-        if not member.team_sees(alert):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "this alert is not for your team")
-        return alert
-
-    def log_access(
-        session: AsyncSession, member: Member, alert: Alert, domains: list[str], action: str
-    ) -> None:
-        session.add(
-            AccessLogEntry(
-                member_id=member.member_id,
-                team_id=member.team.team_id,
-                alert_id=alert.alert_id,
-                household_id=alert.household_id,
-                purpose=alert.purpose,
-                domains=domains,
-                action=action,
-            )
-        )
+    app.include_router(inbox_router(settings, teamwork, sessions))
 
     @app.get("/v1/alerts", response_model=AlertPage)
     async def list_alerts(
@@ -212,38 +248,20 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> AlertPage:
-        query = select(Alert).where(
-            Alert.municipality_code.in_(member.team.municipalities),
-            Alert.purpose.in_(member.team.purposes),
+        """The team's alerts, open ones first by deadline (so the overdue ones lead)."""
+        total, alerts = await teamwork.list_alerts(
+            member,
+            status=alert_status,
+            municipality=municipality,
+            rule=rule,
+            limit=limit,
+            offset=offset,
         )
-        if municipality:
-            query = query.where(Alert.municipality_code == municipality)
-        if rule:
-            query = query.where(Alert.rule_id == rule)
-        if alert_status:
-            query = query.where(Alert.status == alert_status)
-        async with sessions() as session:
-            total = await session.scalar(select(func.count()).select_from(query.subquery()))
-            rows = await session.scalars(
-                # Open ones first, by deadline: the overdue ones lead.
-                query.order_by(Alert.status == "closed", Alert.deadline, Alert.alert_id)
-                .limit(limit)
-                .offset(offset)
-            )
-            return AlertPage(
-                total=total or 0,
-                alerts=[AlertOut.model_validate(present(r, member.team)) for r in rows],
-            )
+        return AlertPage(total=total, alerts=[AlertOut.model_validate(a) for a in alerts])
 
     @app.get("/v1/alerts/{alert_id}", response_model=AlertOut)
     async def get_alert(alert_id: str, member: Annotated[Member, Depends(team_member)]) -> AlertOut:
-        async with sessions() as session, session.begin():
-            alert = await visible_alert(session, member, alert_id)
-            view = AlertOut.model_validate(present(alert, member.team))
-            log_access(
-                session, member, alert, sorted({c.domain for c in view.contributions}), "view-alert"
-            )
-            return view
+        return AlertOut.model_validate(await _answer(teamwork.open_alert(member, alert_id)))
 
     @app.get(
         "/v1/alerts/{alert_id}/contact",
@@ -254,50 +272,21 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         alert_id: str, member: Annotated[Member, Depends(team_member)]
     ) -> ContactPage:
         """Decrypts the contact details of the events this team's purposes disclose."""
-        async with sessions() as session, session.begin():
-            alert = await visible_alert(session, member, alert_id)
-            if alert.details_removed_at is not None:
-                raise HTTPException(
-                    status.HTTP_410_GONE, "the personal details of this alert were removed"
+        alert, stored = await _answer(teamwork.contacts(member, alert_id))
+        return ContactPage(
+            alert_id=alert["alert_id"],
+            purpose=alert["purpose"],
+            domains_shown=sorted({c.domain for c in stored}),
+            contacts=[
+                ContactOut(
+                    event_type=c.event_type,
+                    domain=c.domain,
+                    event_date=c.event_date,
+                    **c.details.model_dump(),
                 )
-            disclosed = member.disclosed
-            event_ids = [c.event_id for c in alert.contributions if c.domain in disclosed]
-            try:
-                stored = await open_contacts(session, vault, alert.household_id, event_ids)
-            except DecryptionFailed:
-                raise HTTPException(
-                    status.HTTP_410_GONE, "the personal details of this alert were removed"
-                ) from None
-            domains = sorted({c.domain for c in stored})
-            log_access(session, member, alert, domains, "view-contact")
-            metrics.CONTACT_VIEWS.labels(alert.rule_id).inc()
-            return ContactPage(
-                alert_id=alert.alert_id,
-                purpose=alert.purpose,
-                domains_shown=domains,
-                contacts=[
-                    ContactOut(
-                        event_type=c.event_type,
-                        domain=c.domain,
-                        event_date=c.event_date,
-                        **c.details.model_dump(),
-                    )
-                    for c in stored
-                ],
-            )
-
-    async def act(
-        alert_id: str,
-        member: Member,
-        action: Callable[[AsyncSession, Alert], object],
-    ) -> AlertOut:
-        async with sessions() as session, session.begin():
-            alert = await visible_alert(session, member, alert_id, for_update=True)
-            try:
-                action(session, alert)
-            except Conflict as exc:
-                raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-            return AlertOut.model_validate(present(alert, member.team))
+                for c in stored
+            ],
+        )
 
     @app.post(
         "/v1/alerts/{alert_id}/claim",
@@ -308,12 +297,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         alert_id: str, member: Annotated[Member, Depends(team_member)]
     ) -> AlertOut:
         """Take the alert on; claiming it again is harmless."""
-
-        def take(session: AsyncSession, alert: Alert) -> None:
-            if claim(session, alert, member.team.team_id, member.member_id):
-                metrics.ALERT_ACTIONS.labels("claim", alert.rule_id).inc()
-
-        return await act(alert_id, member, take)
+        return AlertOut.model_validate(await _answer(teamwork.claim(member, alert_id)))
 
     @app.post(
         "/v1/alerts/{alert_id}/outcome",
@@ -324,14 +308,29 @@ def create_app(settings: NotifierSettings) -> FastAPI:
         alert_id: str, body: OutcomeIn, member: Annotated[Member, Depends(team_member)]
     ) -> AlertOut:
         """Close the alert with an outcome from the fixed list; the matcher hears of it."""
+        view = await _answer(teamwork.record_outcome(member, alert_id, body.outcome))
+        return AlertOut.model_validate(view)
 
-        def finish(session: AsyncSession, alert: Alert) -> None:
-            close(session, alert, member.team.team_id, member.member_id, body.outcome)
-            metrics.ALERT_ACTIONS.labels("outcome", alert.rule_id).inc()
+    @app.post(
+        "/v1/alerts/{alert_id}/notes",
+        response_model=HistoryOut,
+        status_code=status.HTTP_201_CREATED,
+        responses={410: {"description": "the alert's personal details were removed"}},
+    )
+    async def add_note(
+        alert_id: str, body: NoteIn, member: Annotated[Member, Depends(team_member)]
+    ) -> HistoryOut:
+        """A working note on the alert, for the team; stored encrypted (docs/notifier.md)."""
+        entry = await _answer(teamwork.add_note(member, alert_id, body.text))
+        return HistoryOut.model_validate(entry)
 
-        view = await act(alert_id, member, finish)
-        state["outbox"].wake()  # stored and queued: published in the background
-        return view
+    @app.get("/v1/alerts/{alert_id}/history", response_model=list[HistoryOut])
+    async def history(
+        alert_id: str, member: Annotated[Member, Depends(team_member)]
+    ) -> list[HistoryOut]:
+        """Claims, outcomes and notes, with who and when; reading the notes is logged."""
+        entries = await _answer(teamwork.history(member, alert_id))
+        return [HistoryOut.model_validate(e) for e in entries]
 
     return app
 

@@ -1,4 +1,5 @@
-"""Consumes the alert topic and stores each alert in PostgreSQL, committing offsets only after.
+"""Consumes the alert topic and stores each alert in PostgreSQL, routed to its teams with its
+notices queued, committing offsets only after.
 
 At-least-once: a crash between the database commit and the offset commit replays a batch,
 and the version-guarded upsert makes the replay harmless.
@@ -7,6 +8,7 @@ and the version-guarded upsert makes the replay harmless.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import stamina
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -14,6 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.notifier import metrics
+from services.notifier.delivery import active_teams, queue_notices, route_alert
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import upsert_alert
 from services.shared.avro import AvroCodec
@@ -34,8 +37,10 @@ class AlertConsumer:
         codec: AvroCodec,
         sessions: async_sessionmaker,  # type: ignore[type-arg]
         producer: AIOKafkaProducer,
+        on_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
+        self._on_queued = on_queued
         self._codec = codec
         self._sessions = sessions
         self._producer = producer
@@ -55,7 +60,8 @@ class AlertConsumer:
             while True:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
                 for partition, records in batches.items():
-                    await self._store(records)
+                    if await self._store(records):
+                        self._on_queued()
                     await self._consumer.commit({partition: records[-1].offset + 1})
         finally:
             await self._consumer.stop()
@@ -68,8 +74,12 @@ class AlertConsumer:
         return {tp: ends[tp] - await self._consumer.position(tp) for tp in assigned}
 
     @stamina.retry(on=_TRANSIENT_DB, attempts=10, timeout=120)
-    async def _store(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _store(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
+        """Stores, routes and queues the notices of a batch in one transaction; returns how
+        many notices were queued for channels."""
+        queued = 0
         async with self._sessions() as session, session.begin():
+            teams = await active_teams(session)
             for record in records:
                 try:
                     name, alert = self._codec.decode(record.value or b"")
@@ -78,10 +88,16 @@ class AlertConsumer:
                 except DecodeError as exc:
                     await self._dead_letter(record, str(exc))
                     continue
-                if await upsert_alert(session, alert):
-                    metrics.ALERTS_STORED.labels(alert["rule_id"]).inc()
-                else:
+                notice = await upsert_alert(session, alert)
+                if notice is None:
                     metrics.ALERTS_STALE.labels(alert["rule_id"]).inc()
+                    continue
+                metrics.ALERTS_STORED.labels(alert["rule_id"]).inc()
+                await route_alert(session, teams, alert)
+                queued += await queue_notices(
+                    session, [(alert["alert_id"], alert["version"])], notice
+                )
+        return queued
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], detail: str) -> None:
         metrics.DEADLETTERED.labels("undecodable").inc()

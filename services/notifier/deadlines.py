@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import metrics
+from services.notifier.delivery import queue_notices, route_unrouted
 from services.shared.db.models import Alert
 from services.shared.logging import get_logger
 from services.shared.region import AMSTERDAM
@@ -28,7 +30,8 @@ def today() -> dt.date:
 
 
 async def escalate_overdue(sessions: async_sessionmaker[AsyncSession], day: dt.date) -> int:
-    """Marks the open alerts whose deadline lies before `day`; returns how many were new."""
+    """Marks the open alerts whose deadline lies before `day` and queues the overdue notice
+    for the channels that want it (the team lead's mailbox); returns how many were new."""
     async with sessions() as session, session.begin():
         # Rows the alert consumer holds are skipped (next round), so the two never deadlock.
         due = (
@@ -37,23 +40,34 @@ async def escalate_overdue(sessions: async_sessionmaker[AsyncSession], day: dt.d
             .order_by(Alert.alert_id)
             .with_for_update(skip_locked=True)
         )
-        rows = await session.execute(
-            update(Alert)
-            .where(Alert.alert_id.in_(due.scalar_subquery()))
-            .values(overdue_at=dt.datetime.now(dt.UTC))
-            .returning(Alert.rule_id, Alert.municipality_code)
-        )
-        counts = Counter((rule, municipality) for rule, municipality in rows)
+        rows = (
+            await session.execute(
+                update(Alert)
+                .where(Alert.alert_id.in_(due.scalar_subquery()))
+                .values(overdue_at=dt.datetime.now(dt.UTC))
+                .returning(Alert.alert_id, Alert.version, Alert.rule_id, Alert.municipality_code)
+            )
+        ).all()
+        counts = Counter((rule, municipality) for _, _, rule, municipality in rows)
+        await queue_notices(session, [(a, v) for a, v, _, _ in rows], "overdue")
     for (rule, municipality), count in sorted(counts.items()):
         metrics.ALERTS_OVERDUE.labels(rule, municipality).inc(count)
         log.warning("alerts.overdue", rule=rule, municipality=municipality, count=count)
     return sum(counts.values())
 
 
-async def keep_escalating(sessions: async_sessionmaker[AsyncSession], every_s: float) -> None:
+async def keep_escalating(
+    sessions: async_sessionmaker[AsyncSession],
+    every_s: float,
+    on_queued: Callable[[], None] = lambda: None,
+) -> None:
+    """The notifier's routine: escalate what is overdue, route alerts that had no team."""
     while True:
         try:
             await escalate_overdue(sessions, today())
+            async with sessions() as session, session.begin():
+                await route_unrouted(session)
+            on_queued()
         except Exception as exc:  # the database away: try again next round, loudly
             log.warning("alerts.overdue_check_failed", error=type(exc).__name__)
         await asyncio.sleep(every_s)

@@ -1,42 +1,12 @@
-"""Settings of the notifier service, with the teams that may use the team API."""
+"""Settings of the notifier: team API and inbox, delivery retries, SMTP, operator warnings.
+
+The teams themselves, their members and channels live in PostgreSQL (`hub teams`)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr
 
 from services.shared.config import DatabaseSettings, HubSettings, VaultSettings
-from services.shared.purposes import check_purposes
-from services.shared.region import MUNICIPALITIES
-
-
-class TeamMember(BaseModel):
-    member_id: str = Field(min_length=1, max_length=64)
-    #: Bearer token of the member; an OIDC provider can take this place later.
-    api_key: SecretStr
-
-
-class Team(BaseModel):
-    """A wijkteam (or regional team): where it works and which purposes it serves."""
-
-    team_id: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=200)
-    municipalities: list[str]
-    purposes: list[str]
-    members: list[TeamMember] = Field(default_factory=list)
-
-    @field_validator("municipalities")
-    @classmethod
-    def _twente(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - MUNICIPALITIES.keys())
-        if unknown:
-            raise ValueError(f"not Twente municipalities: {', '.join(unknown)}")
-        return value
-
-    @field_validator("purposes")
-    @classmethod
-    def _known_purposes(cls, value: list[str]) -> list[str]:
-        check_purposes("team", value)
-        return value
 
 
 class NotifierSettings(HubSettings, DatabaseSettings, VaultSettings):
@@ -45,5 +15,54 @@ class NotifierSettings(HubSettings, DatabaseSettings, VaultSettings):
     notifier_group_id: str = "hub-notifier"
     #: How often the notifier looks for open alerts past their deadline.
     notifier_overdue_check_s: float = Field(60.0, gt=0)
-    #: JSON list of teams with their members' tokens (HUB_NOTIFIER_TEAMS). **Secrets.**
-    notifier_teams: list[Team] = Field(default_factory=list)
+    #: Where teams reach this notifier: links in webhooks and e-mails point here.
+    notifier_public_url: str = "http://127.0.0.1:8003"
+    #: Signs the inbox's session cookie. **Secret**; a random one per start when unset
+    #: (members then log in again after a restart).
+    notifier_session_secret: SecretStr | None = None
+    #: Hours an inbox login lasts.
+    notifier_session_hours: float = Field(10.0, gt=0, le=24 * 7)
+    #: Attempts per delivery, waits between them doubling from `initial` up to `max` (stamina).
+    delivery_attempts: int = Field(8, ge=1, le=50)
+    delivery_wait_initial_s: float = Field(2.0, gt=0)
+    delivery_wait_max_s: float = Field(300.0, gt=0)
+    #: Seconds one HTTP or SMTP attempt may take.
+    delivery_timeout_s: float = Field(10.0, gt=0)
+    #: Deliveries in flight at once (at most one per channel, so one slow receiver
+    #: does not hold up the others).
+    delivery_concurrency: int = Field(8, ge=1, le=64)
+    #: SMTP server for e-mail channels and operator warnings; no host, no e-mail.
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_from: str = "twente-hub@localhost"
+    #: Who gets the operator warning when a delivery finally fails (one e-mail per team a day).
+    operator_email: str | None = None
+
+
+class SmtpConfig(BaseModel):
+    """What the e-mail senders need of the settings."""
+
+    host: str
+    port: int
+    username: str | None
+    password: SecretStr | None
+    starttls: bool
+    sender: str
+    timeout_s: float
+
+    @classmethod
+    def of(cls, settings: NotifierSettings) -> SmtpConfig | None:
+        if settings.smtp_host is None:
+            return None
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            sender=settings.smtp_from,
+            timeout_s=settings.delivery_timeout_s,
+        )

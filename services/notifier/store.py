@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.notifier.channels import NoticeKind
 from services.shared.db.models import Alert, Contribution
 
 _ALERT_COLUMNS = (
@@ -32,13 +33,16 @@ _ALERT_COLUMNS = (
 )
 
 
-async def upsert_alert(session: AsyncSession, alert: dict[str, Any]) -> bool:
-    """Stores `alert` unless a row at the same or a newer version exists; True when written.
+async def upsert_alert(session: AsyncSession, alert: dict[str, Any]) -> NoticeKind | None:
+    """Stores `alert` unless a row at the same or a newer version exists.
+
+    Returns "raised" when the alert is new, "updated" when a newer version replaced the row,
+    None when nothing was written (a replay, or an older version arriving late).
 
     The caller commits: the alert row and its contributions land together or not at all.
     """
     values = {c: alert[c] for c in _ALERT_COLUMNS}
-    statement = (
+    statement: Any = (
         insert(Alert)
         .values(alert_id=alert["alert_id"], **values)
         .on_conflict_do_update(
@@ -55,16 +59,19 @@ async def upsert_alert(session: AsyncSession, alert: dict[str, Any]) -> bool:
             },
             where=Alert.version < alert["version"],
         )
-        .returning(Alert.alert_id)
+        # xmax is 0 for a row this statement inserted, not for one it updated.
+        .returning(literal_column("xmax = 0"))
     )
-    written = (await session.execute(statement)).scalar_one_or_none() is not None
-    if written and alert["contributions"]:
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    if inserted is None:
+        return None
+    if alert["contributions"]:
         await session.execute(
             insert(Contribution)
             .values([{"alert_id": alert["alert_id"], **c} for c in alert["contributions"]])
             .on_conflict_do_nothing()
         )
-    return written
+    return "raised" if inserted else "updated"
 
 
 async def count_alerts(session: AsyncSession) -> int:

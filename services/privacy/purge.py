@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.privacy.commands import CommandSender, record_run
 from services.shared.config import HubSettings
-from services.shared.db.models import Alert, ContactDetail, Contribution, HouseholdKey
+from services.shared.db.models import (
+    Alert,
+    AlertNote,
+    ContactDetail,
+    Contribution,
+    HouseholdKey,
+)
 from services.shared.events import FAMILIES, EventType
 from services.shared.logging import get_logger
 
@@ -28,6 +34,7 @@ class PurgeReport:
     as_of: str
     cutoffs: dict[str, str]
     alerts_expired: list[str]
+    notes_deleted: int
     contacts_deleted: dict[str, int]
     households_purged_in_matcher: int
     keys_shredded: int
@@ -93,6 +100,17 @@ async def purge(
         )
     )
 
+    # Notes are free text about the household: they go with the alert's personal details.
+    notes_deleted = len(
+        (
+            await session.execute(
+                delete(AlertNote)
+                .where(AlertNote.alert_id.in_(alerts_expired))
+                .returning(AlertNote.id)
+            )
+        ).all()
+    )
+
     # Every household with an expired event: the matcher drops those events, whether or not
     # a live alert still keeps their contact details.
     households = list(
@@ -137,6 +155,7 @@ async def purge(
         as_of=as_of.isoformat(),
         cutoffs=limits,
         alerts_expired=sorted(alerts_expired),
+        notes_deleted=notes_deleted,
         contacts_deleted=contacts_deleted,
         households_purged_in_matcher=len(households),
         keys_shredded=len(orphans),

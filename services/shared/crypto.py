@@ -1,4 +1,4 @@
-"""Envelope encryption of contact details: an AES-GCM data key per household, master-key wrapped.
+"""Envelope encryption of contact details and notes: a data key per household, master-wrapped.
 
 Destroying a household's wrapped data key makes every copy of its contact details
 unreadable (crypto-shredding), in the database and in any backup of it.
@@ -63,6 +63,24 @@ class Vault:
 
     def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
         return _open(self._master, wrapped, f"data-key:{key_id}".encode())
+
+    def seal_secrets(self, owner: str, secrets: dict[str, str]) -> bytes:
+        """Configuration secrets (a webhook's HMAC key, an OAuth2 client secret) for storage."""
+        return _seal(self._master, json.dumps(secrets).encode(), f"secrets:{owner}".encode())
+
+    def open_secrets(self, owner: str, sealed: bytes) -> dict[str, str]:
+        opened: dict[str, str] = json.loads(
+            _open(self._master, sealed, f"secrets:{owner}".encode())
+        )
+        return opened
+
+    @staticmethod
+    def seal_note(data_key: bytes, alert_id: str, text: str) -> bytes:
+        return _seal(data_key, text.encode(), f"note:{alert_id}".encode())
+
+    @staticmethod
+    def open_note(data_key: bytes, alert_id: str, sealed: bytes) -> str:
+        return _open(data_key, sealed, f"note:{alert_id}".encode()).decode()
 
     @staticmethod
     def seal_contact(data_key: bytes, event_id: str, details: ContactDetails) -> bytes:

@@ -46,6 +46,7 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
         pseudonym_secret=secret,
         topic_prefix=f"restart{abs(hash(tmp_path.name)) % 10**8}",
         workdir=tmp_path,
+        own_database=True,
     )
     expected = expected_alerts(events, Pseudonymiser(PseudonymSettings(pseudonym_secret=secret)))
     want = {(a, c["event_id"]) for a, alert in expected.items() for c in alert["contributions"]}
@@ -56,7 +57,7 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     def stored() -> set[tuple[str, str]]:
         rows = asyncio.run(
             query(
-                database_url,
+                stack.database_url,
                 "select alert_id, event_id from alert_contributions where alert_id = any(:ids)",
                 {"ids": list(expected)},
             )
@@ -78,7 +79,7 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
 
     rows = asyncio.run(
         query(
-            database_url,
+            stack.database_url,
             "select alert_id, rule_id from alerts where alert_id = any(:ids)",
             {"ids": list(expected)},
         )
@@ -89,7 +90,7 @@ def test_killing_the_matcher_mid_stream_loses_and_duplicates_nothing(
     households = list({x["household_id"] for x in expected.values()})
     extra = asyncio.run(
         query(
-            database_url,
+            stack.database_url,
             "select count(*) from alerts where household_id = any(:h) and not alert_id = any(:ids)",
             {"h": households, "ids": list(expected)},
         )

@@ -20,6 +20,8 @@ from sqlalchemy import text
 
 from services.cli.stack import HubStack, PartnerAccount, TeamAccount
 from services.shared.events import EventType
+from services.shared.purposes import PURPOSES
+from services.shared.region import MUNICIPALITIES
 from services.shared.topics import source_topic
 
 T = TypeVar("T")
@@ -41,22 +43,39 @@ DEBT_TEAM = TeamAccount(
     ("GM0153",),
     ("debt-help", "integrated-approach"),
     "schuldhulp-1",
-    "token-schuldhulp",
+    "token-schuldhulp-enschede",
 )
 CARE_TEAM = TeamAccount(
-    "zorg-enschede", ("GM0153",), ("care", "integrated-approach"), "zorg-1", "token-zorg"
+    "zorg-enschede",
+    ("GM0153",),
+    ("care", "integrated-approach"),
+    "zorg-1",
+    "token-zorg-enschede-team",
 )
 DEBT_ONLY_TEAM = TeamAccount(
-    "vroegsignalering-enschede", ("GM0153",), ("debt-help",), "vroeg-1", "token-vroeg"
+    "vroegsignalering-enschede", ("GM0153",), ("debt-help",), "vroeg-1", "token-vroegsignalering"
 )
 HENGELO_TEAM = TeamAccount(
     "wijkteam-hengelo",
     ("GM0164",),
     ("debt-help", "care", "integrated-approach"),
     "hengelo-1",
-    "token-hengelo",
+    "token-wijkteam-hengelo",
 )
-TEAMS = [DEBT_TEAM, CARE_TEAM, DEBT_ONLY_TEAM, HENGELO_TEAM]
+#: The team holding the stack's default token: every purpose in every municipality but
+#: Hof van Twente, which only the fallback team covers (so fallback routing can be seen).
+UNCOVERED = "GM1735"
+REGIONAL_TEAM = TeamAccount(
+    "regio-twente",
+    tuple(m for m in MUNICIPALITIES if m != UNCOVERED),
+    tuple(PURPOSES),
+    "regio-medewerker",
+    "test-team-token-regio",
+)
+FALLBACK_TEAM = TeamAccount(
+    "regio-vangnet", (), tuple(PURPOSES), "vangnet-1", "token-regio-vangnet", fallback=True
+)
+TEAMS = [REGIONAL_TEAM, DEBT_TEAM, CARE_TEAM, DEBT_ONLY_TEAM, HENGELO_TEAM, FALLBACK_TEAM]
 
 
 @dataclass
@@ -206,6 +225,8 @@ def start_stack(kafka: str, database_url: str, workdir: Path) -> HubStack:
         pseudonym_secret=f"integration-{uuid.uuid4().hex}",  # fresh households each session
         topic_prefix=prefix,
         workdir=workdir / prefix,
+        team_token=REGIONAL_TEAM.token,
+        own_database=True,
     )
 
 

@@ -15,7 +15,7 @@ from services.matcher.facts import Fact
 from services.matcher.rules import Condition, Deadline, Rule
 from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
 from services.notifier.access import present
-from services.notifier.settings import NotifierSettings, Team
+from services.notifier.directory import TeamSpec, TeamView
 from services.shared.config import VaultSettings
 from services.shared.crypto import ContactDetails, Vault
 from services.shared.db.models import Alert, Contribution
@@ -51,13 +51,9 @@ def test_the_baseline_rules_pass_purpose_binding() -> None:
         check_rule("x", "marketing", {"debt"})
 
 
-def test_a_team_with_an_unknown_purpose_is_refused_at_start_up() -> None:
-    with pytest.raises(ConfigurationError, match="unknown purpose"):
-        NotifierSettings(
-            notifier_teams=[
-                Team(team_id="t", name="t", municipalities=["GM0153"], purposes=["profiling"])
-            ]
-        )
+def test_a_team_with_an_unknown_purpose_is_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown purpose"):
+        TeamSpec(team_id="t", name="t", municipalities=["GM0153"], purposes=["profiling"])
 
 
 def test_purposes_disclose_domains_as_the_covenant_says() -> None:
@@ -206,12 +202,7 @@ def _alert(undisclosed: str) -> Alert:
 def test_a_debt_team_sees_the_debt_part_and_at_most_that_another_domain_is_involved(
     undisclosed: str, mentioned: int
 ) -> None:
-    team = Team(
-        team_id="t",
-        name="t",
-        municipalities=["GM0153"],
-        purposes=["debt-help", "integrated-approach"],
-    )
+    team = TeamView("t", "t", ("debt-help", "integrated-approach"))
     view = present(_alert(undisclosed), team)
     assert [c["event_id"] for c in view["contributions"]] == ["e1"]
     assert view["domains"] == ["debt"]

@@ -28,7 +28,7 @@ class StoredContact:
     details: ContactDetails
 
 
-async def _data_key(session: AsyncSession, vault: Vault, household_id: str) -> tuple[str, bytes]:
+async def data_key_of(session: AsyncSession, vault: Vault, household_id: str) -> tuple[str, bytes]:
     """The household's data key, made on first use; concurrent first uses agree on one.
 
     The row is read FOR SHARE, so a retention purge cannot shred the key between this read
@@ -70,7 +70,7 @@ async def store_contact(
     details: ContactDetails,
 ) -> None:
     """Encrypts and stores one event's contact details; a re-sent event changes nothing."""
-    key_id, data_key = await _data_key(session, vault, household_id)
+    key_id, data_key = await data_key_of(session, vault, household_id)
     await session.execute(
         insert(ContactDetail)
         .values(
@@ -121,3 +121,13 @@ async def open_contacts(
         for r in rows
         if r.key_id == key.key_id
     ]
+
+
+async def current_data_key(
+    session: AsyncSession, vault: Vault, household_id: str
+) -> tuple[str, bytes] | None:
+    """The household's data key as (key id, key) for reading; None once it was shredded."""
+    key = await session.get(HouseholdKey, household_id)
+    if key is None:
+        return None
+    return key.key_id, vault.unwrap(key.key_id, key.wrapped_key)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -212,3 +213,159 @@ class PseudonymLink(Base):
     linked_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class Team(Base):
+    """A wijkteam or another team that works alerts: where it works, which purposes it serves.
+
+    It covers the municipalities in `municipalities` whole and the wijken in `wijken`; the
+    fallback team gets what no team covers (docs/notifier.md#routing).
+    """
+
+    __tablename__ = "teams"
+
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    purposes: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    municipalities: Mapped[list[str]] = mapped_column(ARRAY(String(6)), default=list)
+    wijken: Mapped[list[str]] = mapped_column(ARRAY(String(8)), default=list)
+    fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class TeamMember(Base):
+    """A member of a team and the SHA-256 of their API token (the token itself is never kept)."""
+
+    __tablename__ = "team_members"
+
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.team_id", ondelete="CASCADE"), index=True
+    )
+    token_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class TeamChannel(Base):
+    """Where a team is told of its alerts besides the inbox: a webhook or an e-mail address.
+
+    Secrets (the webhook's HMAC key, an OAuth2 client secret) are sealed with the master key.
+    """
+
+    __tablename__ = "team_channels"
+
+    channel_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.team_id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The webhook URL or the e-mail address (a team's functional mailbox, not a resident's).
+    target: Mapped[str] = mapped_column(Text)
+    #: Which notices it gets: raised, updated, overdue.
+    notices: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    oauth_token_url: Mapped[str | None] = mapped_column(Text)
+    oauth_client_id: Mapped[str | None] = mapped_column(String(200))
+    oauth_scope: Mapped[str | None] = mapped_column(String(200))
+    sealed_secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class AlertRoute(Base):
+    """An alert was routed to a team: the team sees it in its inbox and API."""
+
+    __tablename__ = "alert_routes"
+
+    alert_id: Mapped[str] = mapped_column(
+        ForeignKey("alerts.alert_id", ondelete="CASCADE"), primary_key=True
+    )
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.team_id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    #: How the team was found: wijk, municipality or fallback.
+    via: Mapped[str] = mapped_column(String(16))
+    routed_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Delivery(Base):
+    """One notice for one channel of one team: the delivery outbox. Every attempt is kept."""
+
+    __tablename__ = "deliveries"
+
+    delivery_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    #: The receiver's deduplication key; the same across retries and replays.
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    alert_id: Mapped[str] = mapped_column(
+        ForeignKey("alerts.alert_id", ondelete="CASCADE"), index=True
+    )
+    alert_version: Mapped[int] = mapped_column(Integer)
+    notice: Mapped[str] = mapped_column(String(16))
+    team_id: Mapped[str] = mapped_column(String(64), index=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("team_channels.channel_id", ondelete="CASCADE"), index=True
+    )
+    channel_kind: Mapped[str] = mapped_column(String(16))
+    #: pending, delivered or failed (gave up).
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    replayed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryAttempt(Base):
+    """One try to deliver: when, how long, and what came of it (no receiver answer, no data)."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.delivery_id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    channel_kind: Mapped[str] = mapped_column(String(16))
+    #: delivered, retry (transient error) or failed (permanent, or the last attempt).
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(String(64))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class OperatorWarning(Base):
+    """The operator was e-mailed about a team's failed deliveries on this day (once a day)."""
+
+    __tablename__ = "operator_warnings"
+
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    sent_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AlertNote(Base):
+    """A member's note on an alert. Free text can hold anything, so it is sealed with the
+    household's data key: erasure shreds it, retention deletes it with the details."""
+
+    __tablename__ = "alert_notes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(
+        ForeignKey("alerts.alert_id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    team_id: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(36))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,510 @@
+"""Routing alerts to teams and delivering notices to their channels, durably.
+
+Routing and queueing happen in the transaction that stores the alert (or marks it overdue):
+an alert stored is an alert routed to the inbox of its team(s), and a notice queued in the
+`deliveries` outbox for each of their webhooks and mailboxes that want it.
+
+The dispatcher sends the outbox. Each delivery is held with a row lock while it is tried
+(a second notifier skips it; a killed one releases it at once), with retries by stamina:
+exponential backoff with a cap, no retry after a permanent error. Every attempt is stored in
+`delivery_attempts` as it ends. When the last attempt fails the operator is warned: a metric,
+a log event, and at most one e-mail per team per day. Delivery is at-least-once: a receiver
+deduplicates on the idempotency key, which stays the same across retries and replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import stamina
+from sqlalchemy import any_, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.notifier import metrics
+from services.notifier.channels import (
+    Channel,
+    DeliveryError,
+    Notice,
+    NoticeKind,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from services.notifier.directory import channel_secrets, route
+from services.notifier.mail import EmailChannel, send_operator_warning
+from services.notifier.settings import NotifierSettings, SmtpConfig
+from services.notifier.webhook import OAuthClientCredentials, WebhookChannel
+from services.shared.crypto import Vault
+from services.shared.db.models import (
+    Alert,
+    AlertRoute,
+    Delivery,
+    DeliveryAttempt,
+    OperatorWarning,
+    Team,
+    TeamChannel,
+)
+from services.shared.logging import get_logger
+from services.shared.region import AMSTERDAM
+
+log = get_logger("hub.notifier.delivery")
+
+#: How often the dispatcher looks at the outbox when nothing woke it.
+POLL_S = 1.0
+
+
+def idempotency_key(alert_id: str, version: int, notice: str, channel_id: int) -> str:
+    return f"{alert_id}.v{version}.{notice}.c{channel_id}"
+
+
+async def active_teams(session: AsyncSession) -> list[Team]:
+    return list(await session.scalars(select(Team).where(Team.active)))
+
+
+async def route_alert(session: AsyncSession, teams: Sequence[Team], alert: dict[str, Any]) -> int:
+    """Routes a stored alert to its team(s) (kept routes stay); returns how many are new.
+
+    An alert without any team, not even a fallback, stays unrouted: logged and counted,
+    and routed by `route_unrouted` once the directory has a team for it.
+    """
+    routes = route(teams, alert["purpose"], alert["municipality_code"], alert["wijk_code"])
+    if not routes:
+        log.error(
+            "alert.unrouted",
+            alert_id=alert["alert_id"],
+            municipality=alert["municipality_code"],
+            purpose=alert["purpose"],
+        )
+        return 0
+    added = (
+        await session.execute(
+            insert(AlertRoute)
+            .values(
+                [
+                    {"alert_id": alert["alert_id"], "team_id": r.team_id, "via": r.via}
+                    for r in routes
+                ]
+            )
+            .on_conflict_do_nothing()
+            .returning(AlertRoute.via)
+        )
+    ).all()
+    for (via,) in added:
+        metrics.ALERTS_ROUTED.labels(via).inc()
+        if via == "fallback":
+            metrics.ALERTS_FALLBACK.labels(alert["municipality_code"]).inc()
+        metrics.DELIVERIES.labels("inbox", "delivered").inc()
+    return len(added)
+
+
+async def queue_notices(
+    session: AsyncSession, alerts: Iterable[tuple[str, int]], notice: NoticeKind
+) -> int:
+    """Queues `notice` of each (alert id, version) for every active channel of the alert's
+    teams that wants it; a notice queued before is not queued again. Returns how many."""
+    versions = dict(alerts)
+    if not versions:
+        return 0
+    targets = (
+        await session.execute(
+            select(
+                AlertRoute.alert_id, TeamChannel.team_id, TeamChannel.channel_id, TeamChannel.kind
+            )
+            .join(TeamChannel, TeamChannel.team_id == AlertRoute.team_id)
+            .join(Team, Team.team_id == TeamChannel.team_id)
+            .where(
+                AlertRoute.alert_id.in_(list(versions)),
+                TeamChannel.active,
+                Team.active,
+                literal(notice) == any_(TeamChannel.notices),
+            )
+        )
+    ).all()
+    if not targets:
+        return 0
+    rows = [
+        {
+            "idempotency_key": idempotency_key(alert_id, versions[alert_id], notice, channel_id),
+            "alert_id": alert_id,
+            "alert_version": versions[alert_id],
+            "notice": notice,
+            "team_id": team_id,
+            "channel_id": channel_id,
+            "channel_kind": kind,
+        }
+        for alert_id, team_id, channel_id, kind in targets
+    ]
+    queued = await session.execute(
+        insert(Delivery).values(rows).on_conflict_do_nothing().returning(Delivery.channel_kind)
+    )
+    return len(queued.all())
+
+
+async def route_unrouted(session: AsyncSession) -> int:
+    """Routes open alerts that have no team yet (stored before the directory had one);
+    returns how many were routed, and sets the gauge of those that still have none."""
+    unrouted = list(
+        await session.scalars(
+            select(Alert)
+            .where(
+                Alert.status != "closed",
+                ~select(AlertRoute.alert_id).where(AlertRoute.alert_id == Alert.alert_id).exists(),
+            )
+            .order_by(Alert.alert_id)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    teams = await active_teams(session) if unrouted else []
+    routed = []
+    for alert in unrouted:
+        values = {
+            "alert_id": alert.alert_id,
+            "purpose": alert.purpose,
+            "municipality_code": alert.municipality_code,
+            "wijk_code": alert.wijk_code,
+        }
+        if await route_alert(session, teams, values):
+            routed.append((alert.alert_id, alert.version))
+    await queue_notices(session, routed, "raised")
+    metrics.ALERTS_UNROUTED.set(len(unrouted) - len(routed))
+    return len(routed)
+
+
+@dataclass(frozen=True)
+class _Job:
+    delivery_id: int
+    channel_id: int
+
+
+class Dispatcher:
+    """Sends the outbox: at most one delivery per channel at a time, `concurrency` in all."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        settings: NotifierSettings,
+        client: httpx.AsyncClient,
+    ) -> None:
+        self._sessions = sessions
+        self._vault = vault
+        self._settings = settings
+        self._client = client
+        self._smtp = SmtpConfig.of(settings)
+        self._wake = asyncio.Event()
+        self._busy: set[int] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
+        #: Channels by id and configuration, so an OAuth2 token is reused between notices.
+        self._channels: dict[tuple[int, str, bytes | None], Channel] = {}
+        self._oauth: list[OAuthClientCredentials] = []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._start_due()
+                except Exception as exc:  # the database away: try again next round, loudly
+                    log.warning("deliveries.dispatch_failed", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+                self._wake.clear()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for oauth in self._oauth:
+                await oauth.aclose()
+
+    async def _start_due(self) -> None:
+        free = self._settings.delivery_concurrency - len(self._busy)
+        if free <= 0:
+            return
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(Delivery.delivery_id, Delivery.channel_id)
+                    .join(TeamChannel, TeamChannel.channel_id == Delivery.channel_id)
+                    .where(
+                        Delivery.status == "pending",
+                        TeamChannel.active,
+                        Delivery.channel_id.not_in(self._busy or {-1}),
+                    )
+                    .order_by(Delivery.delivery_id)
+                    .limit(500)
+                )
+            ).all()
+        for delivery_id, channel_id in rows:
+            if free == 0:
+                break
+            if channel_id in self._busy:
+                continue
+            self._busy.add(channel_id)
+            free -= 1
+            task = asyncio.create_task(self._deliver(_Job(delivery_id, channel_id)))
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._done, channel_id=channel_id))
+
+    def _done(self, task: asyncio.Task[bool], *, channel_id: int) -> None:
+        self._tasks.discard(task)
+        self._busy.discard(channel_id)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.warning("delivery.interrupted", error=type(exc).__name__)
+            return
+        if task.result():  # something was sent: the channel's next notice may go now
+            self.wake()
+
+    async def _deliver(self, job: _Job) -> bool:
+        """Tries one delivery to the end; False when another notifier holds it."""
+        async with self._sessions() as session, session.begin():
+            delivery = await session.scalar(
+                select(Delivery)
+                .where(Delivery.delivery_id == job.delivery_id, Delivery.status == "pending")
+                # NO KEY UPDATE: the attempts' foreign keys can still be checked meanwhile.
+                .with_for_update(skip_locked=True, key_share=True)
+            )
+            if delivery is None:
+                return False
+            alert = await session.get(Alert, delivery.alert_id)
+            channel = await session.get(TeamChannel, delivery.channel_id)
+            team = await session.get(Team, delivery.team_id)
+            if alert is None or channel is None or team is None:
+                return False
+            notice = self._notice(delivery, alert, team)
+            sender = self._channel(channel)
+            error: DeliveryError | None = None
+            attempts = 0
+            try:
+                async for attempt in stamina.retry_context(
+                    on=TransientDeliveryError,
+                    attempts=self._settings.delivery_attempts,
+                    timeout=None,
+                    wait_initial=self._settings.delivery_wait_initial_s,
+                    wait_max=self._settings.delivery_wait_max_s,
+                    wait_jitter=min(1.0, self._settings.delivery_wait_initial_s),
+                ):
+                    with attempt:
+                        attempts = attempt.num
+                        await self._attempt(
+                            delivery, sender, notice, last=self._is_last(attempt.num)
+                        )
+            except DeliveryError as exc:
+                error = exc
+            now = dt.datetime.now(dt.UTC)
+            delivery.attempts += attempts
+            delivery.last_attempt_at = now
+            if error is None:
+                delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
+                metrics.DELIVERIES.labels(channel.kind, "delivered").inc()
+                return True
+            delivery.status, delivery.last_error = "failed", error.reason
+        await self._gave_up(delivery, team, error)
+        return True
+
+    def _is_last(self, number: int) -> bool:
+        return number >= self._settings.delivery_attempts
+
+    async def _attempt(
+        self, delivery: Delivery, sender: Channel, notice: Notice, last: bool
+    ) -> None:
+        """One try, stored in its own transaction as soon as it ends (a kill keeps it)."""
+        started = time.monotonic()
+        at = dt.datetime.now(dt.UTC)
+        error: DeliveryError | None = None
+        try:
+            await sender.send(notice)
+        except DeliveryError as exc:
+            error = exc
+        if error is None:
+            status = "delivered"
+        elif isinstance(error, PermanentDeliveryError) or last:
+            status = "failed"
+        else:
+            status = "retry"
+        async with self._sessions() as session, session.begin():
+            session.add(
+                DeliveryAttempt(
+                    delivery_id=delivery.delivery_id,
+                    at=at,
+                    channel_kind=delivery.channel_kind,
+                    status=status,
+                    error=error.reason if error else None,
+                    duration_ms=round((time.monotonic() - started) * 1000),
+                )
+            )
+        metrics.DELIVERY_ATTEMPTS.labels(delivery.channel_kind, status).inc()
+        if error is not None:
+            raise error
+
+    def _notice(self, delivery: Delivery, alert: Alert, team: Team) -> Notice:
+        base = self._settings.notifier_public_url.rstrip("/")
+        return Notice(
+            idempotency_key=delivery.idempotency_key,
+            kind=delivery.notice,  # type: ignore[arg-type]  # one of NoticeKind by construction
+            alert_id=alert.alert_id,
+            alert_version=delivery.alert_version,
+            rule_id=alert.rule_id,
+            rule_title=alert.rule_title or alert.rule_id,
+            priority=alert.priority,
+            deadline=alert.deadline,
+            team_id=team.team_id,
+            team_name=team.name,
+            link=f"{base}/inbox/alerts/{alert.alert_id}",
+            api_link=f"{base}/v1/alerts/{alert.alert_id}",
+        )
+
+    def _channel(self, row: TeamChannel) -> Channel:
+        key = (row.channel_id, row.target, row.sealed_secrets)
+        if key in self._channels:
+            return self._channels[key]
+        secrets = channel_secrets(self._vault, row)
+        channel: Channel
+        if row.kind == "webhook":
+            oauth = None
+            if row.oauth_token_url and row.oauth_client_id:
+                oauth = OAuthClientCredentials(
+                    token_url=row.oauth_token_url,
+                    client_id=row.oauth_client_id,
+                    client_secret=secrets.get("client_secret", ""),
+                    scope=row.oauth_scope,
+                    timeout_s=self._settings.delivery_timeout_s,
+                )
+                self._oauth.append(oauth)
+            channel = WebhookChannel(
+                row.target,
+                secrets["hmac"].encode(),
+                source=self._settings.notifier_public_url,
+                client=self._client,
+                oauth=oauth,
+                timeout_s=self._settings.delivery_timeout_s,
+            )
+        else:
+            channel = _Mailbox(self._smtp, row.target)
+        self._channels[key] = channel
+        return channel
+
+    async def _gave_up(self, delivery: Delivery, team: Team, error: DeliveryError) -> None:
+        metrics.DELIVERIES.labels(delivery.channel_kind, "failed").inc()
+        metrics.DELIVERIES_GAVE_UP.labels(delivery.channel_kind, team.team_id).inc()
+        log.error(
+            "delivery.gave_up",
+            delivery_id=delivery.delivery_id,
+            alert_id=delivery.alert_id,
+            team=team.team_id,
+            channel=delivery.channel_kind,
+            channel_id=delivery.channel_id,
+            attempts=delivery.attempts,
+            reason=error.reason,
+        )
+        if self._smtp is None or self._settings.operator_email is None:
+            return
+        day = dt.datetime.now(AMSTERDAM).date()
+        try:
+            async with self._sessions() as session, session.begin():
+                first_today = (
+                    await session.execute(
+                        insert(OperatorWarning)
+                        .values(team_id=team.team_id, day=day)
+                        .on_conflict_do_nothing()
+                        .returning(OperatorWarning.team_id)
+                    )
+                ).scalar_one_or_none()
+                if first_today is None:
+                    return  # warned already today
+                failed = await session.scalar(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .where(Delivery.team_id == team.team_id, Delivery.status == "failed")
+                )
+                # Sent inside the transaction: when sending fails, the row is rolled back
+                # and the next delivery that fails today tries to warn again.
+                await send_operator_warning(
+                    self._smtp,
+                    self._settings.operator_email,
+                    team_id=team.team_id,
+                    team_name=team.name,
+                    channel_kind=delivery.channel_kind,
+                    reason=error.reason,
+                    failed=failed or 1,
+                    day=day,
+                    dashboard_link=f"{self._settings.notifier_public_url.rstrip('/')}/metrics",
+                )
+        except DeliveryError as exc:
+            log.error("operator_warning.failed", team=team.team_id, reason=exc.reason)
+            return
+        metrics.OPERATOR_WARNINGS.labels(team.team_id).inc()
+        log.warning("operator_warning.sent", team=team.team_id, day=day.isoformat())
+
+
+class _Mailbox:
+    """An e-mail channel; without SMTP configured every notice fails permanently."""
+
+    kind = "email"
+
+    def __init__(self, smtp: SmtpConfig | None, to: str) -> None:
+        self._channel = EmailChannel(smtp, to) if smtp is not None else None
+
+    async def send(self, notice: Notice) -> None:
+        if self._channel is None:
+            raise PermanentDeliveryError("smtp-not-configured")
+        await self._channel.send(notice)
+
+
+async def replay(
+    session: AsyncSession,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    team_id: str | None = None,
+    channel_kind: str | None = None,
+    failed_only: bool = False,
+) -> int:
+    """Queues again the notices created in [since, until) (with their own idempotency keys,
+    so a receiver that did get one can tell); returns how many."""
+    query = (
+        update(Delivery)
+        .where(
+            Delivery.created_at >= since,
+            Delivery.created_at < until,
+            Delivery.status != "pending",
+        )
+        .values(status="pending", replayed_at=func.now())
+        .returning(Delivery.delivery_id)
+    )
+    if team_id is not None:
+        query = query.where(Delivery.team_id == team_id)
+    if channel_kind is not None:
+        query = query.where(Delivery.channel_kind == channel_kind)
+    if failed_only:
+        query = query.where(Delivery.status == "failed")
+    return len((await session.execute(query)).all())
+
+
+async def delivery_counts(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """Per channel, deliveries by status; the inbox counts routed alerts."""
+    counts: dict[str, dict[str, int]] = {
+        "inbox": {
+            "delivered": await session.scalar(select(func.count()).select_from(AlertRoute)) or 0
+        }
+    }
+    rows = await session.execute(
+        select(Delivery.channel_kind, Delivery.status, func.count()).group_by(
+            Delivery.channel_kind, Delivery.status
+        )
+    )
+    for kind, status, count in rows:
+        counts.setdefault(kind, {})[status] = count
+    return counts
