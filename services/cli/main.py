@@ -12,6 +12,7 @@ from rich.console import Console
 
 from services.cli.privacy import privacy_app
 from services.cli.rules import backtest, export_app, rules_app
+from services.cli.teams import deliveries_app, teams_app
 from services.shared.config import DatabaseSettings, HubSettings
 from services.shared.logging import configure_logging
 
@@ -29,6 +30,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(rules_app, name="rules")
 app.add_typer(export_app, name="export")
+app.add_typer(teams_app, name="teams")
+app.add_typer(deliveries_app, name="deliveries")
 app.command()(backtest)
 err = Console(stderr=True)
 

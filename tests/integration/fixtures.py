@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from services.shared.events import EventType
 from services.shared.purposes import PURPOSES
 from services.shared.region import MUNICIPALITIES
 from services.shared.topics import source_topic
+from tests.integration.peers import SmtpSink
 
 T = TypeVar("T")
 WAIT_S = 60.0
@@ -215,7 +217,34 @@ def debt_signal(address: dict[str, Any], signal_date: str, **extra: Any) -> dict
     )
 
 
-def start_stack(kafka: str, database_url: str, workdir: Path) -> HubStack:
+def service_metric(hub: Hub, service: str, name: str, **labels: str) -> float:
+    """One sample of a service's /metrics, 0 when not exposed (yet)."""
+    text = httpx.get(f"{hub.stack.url(service)}/metrics").text
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as exposed
+    match = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
+    return float(match[1]) if match else 0.0
+
+
+#: Quick retries, so a test sees a delivery given up in about a second.
+OPERATOR_EMAIL = "operator@hub.test"
+
+
+def delivery_env(mail: SmtpSink) -> dict[str, str]:
+    return {
+        "HUB_DELIVERY_ATTEMPTS": "5",
+        "HUB_DELIVERY_WAIT_INITIAL_S": "0.05",
+        "HUB_DELIVERY_WAIT_MAX_S": "0.2",
+        "HUB_DELIVERY_TIMEOUT_S": "5",
+        "HUB_SMTP_HOST": mail.host,
+        "HUB_SMTP_PORT": str(mail.port),
+        "HUB_SMTP_FROM": "hub@hub.test",
+        "HUB_OPERATOR_EMAIL": OPERATOR_EMAIL,
+    }
+
+
+def start_stack(
+    kafka: str, database_url: str, workdir: Path, mail: SmtpSink | None = None
+) -> HubStack:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     return HubStack(
         kafka=kafka,
@@ -227,15 +256,27 @@ def start_stack(kafka: str, database_url: str, workdir: Path) -> HubStack:
         workdir=workdir / prefix,
         team_token=REGIONAL_TEAM.token,
         own_database=True,
+        extra_env=delivery_env(mail) if mail else {},
     )
 
 
 @pytest.fixture(scope="session")
+def mail_sink() -> Iterator[SmtpSink]:
+    """The SMTP server of the session's hub: team mailboxes and the operator's."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="session")
 def hub(
-    kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str,
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    mail_sink: SmtpSink,
 ) -> Iterator[Hub]:
+    workdir = tmp_path_factory.mktemp("hub")
     with (
-        start_stack(kafka_bootstrap, database_url, tmp_path_factory.mktemp("hub")) as stack,
+        start_stack(kafka_bootstrap, database_url, workdir, mail_sink) as stack,
         httpx.Client(timeout=30) as client,
     ):
         yield Hub(stack, client)

@@ -17,17 +17,21 @@ from services.shared.avro import AvroCodec
 from services.shared.events import ALERT_OUTCOME_SCHEMA_NAME, EventType
 from services.shared.region import AMSTERDAM
 from services.shared.topics import alert_outcomes_topic, deadletter_topic, source_topic
-from tests.integration.fixtures import DEBT_TEAM, Hub, debt_signal, new_address, wait_for
+from tests.integration.fixtures import (
+    DEBT_TEAM,
+    Hub,
+    debt_signal,
+    new_address,
+    service_metric,
+    wait_for,
+)
 from tests.integration.test_privacy import accepted, alert_with, household_of
 
 pytestmark = pytest.mark.integration
 
 
 def matcher_metric(hub: Hub, name: str, **labels: str) -> float:
-    text = httpx.get(f"{hub.stack.url('matcher')}/metrics").text
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as exposed
-    match = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
-    return float(match[1]) if match else 0.0
+    return service_metric(hub, "matcher", name, **labels)
 
 
 def alerts_closed(hub: Hub, outcome: str = "hulp-gestart") -> float:
