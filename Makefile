@@ -27,7 +27,7 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 demo: install
-	$(BIN)/hub demo
+	$(BIN)/hub demo --serve
 
 lint: install
 	$(BIN)/ruff check services tests

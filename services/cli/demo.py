@@ -10,9 +10,11 @@ the same events in this process, so the demo also checks the live pipeline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import secrets
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,19 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from services.cli.infra import embedded_postgres, tansu_broker
-from services.cli.stack import SERVICES, HubStack, accounts
+from services.cli.peers import SmtpSink, WebhookReceiver
+from services.cli.stack import SERVICES, HubStack, MemberAccount, accounts
 from services.cli.synthetic import Generator, SyntheticEvent, municipality_name
 from services.ingest.models import MODELS
 from services.ingest.records import build_record
 from services.matcher.engine import Engine, Household, Outcome
 from services.matcher.facts import Fact
 from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
+from services.notifier import directory
+from services.notifier.directory import FALLBACK_TEAM_ID, ChannelSpec, TeamSpec
 from services.shared.config import PseudonymSettings
 from services.shared.events import FAMILIES
 from services.shared.identity import Pseudonymiser
@@ -163,8 +169,57 @@ async def _wait_for_alerts(
         await engine.dispose()
 
 
+#: The demo's members: they log in to the inbox with the token the summary prints.
+DEMO_TEAMS = ("enschede-schuldhulp", "enschede-wijkteam", FALLBACK_TEAM_ID)
+
+
+def _demo_directory(hook: WebhookReceiver, hook_secret: str) -> list[TeamSpec]:
+    """The seeded directory; Enschede's debt team has a case system's webhook, its wijkteam
+    a mailbox, so the demo shows every channel."""
+    channels = {
+        "enschede-schuldhulp": [
+            ChannelSpec(kind="webhook", target=hook.url, secret=SecretStr(hook_secret))
+        ],
+        "enschede-wijkteam": [ChannelSpec(kind="email", target="wijkteam@enschede.demo")],
+    }
+    return [
+        spec.model_copy(update={"channels": channels.get(spec.team_id, [])})
+        for spec in directory.seed()
+    ]
+
+
+async def _wait_for_deliveries(database_url: str, progress: Progress) -> dict[str, dict[str, int]]:
+    """Waits until the outbox is empty: every notice delivered or given up."""
+    from services.notifier.delivery import delivery_counts
+
+    engine = create_async_engine(database_url)
+    task = progress.add_task("deliveries", total=None)
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            async with AsyncSession(engine) as session:
+                counts = await delivery_counts(session)
+            outbox = {k: v for k, v in counts.items() if k != "inbox"}
+            total = sum(sum(c.values()) for c in outbox.values())
+            pending = sum(c.get("pending", 0) for c in outbox.values())
+            progress.update(task, total=total, completed=total - pending)
+            if pending == 0:
+                return counts
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{pending} deliveries still pending after 10 minutes")
+            await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()
+
+
 def run_demo(
-    *, kafka: str | None, database_url: str | None, seed: int, scale: float, quiet: bool
+    *,
+    kafka: str | None,
+    database_url: str | None,
+    seed: int,
+    scale: float,
+    quiet: bool,
+    serve: bool = False,
 ) -> dict[str, Any]:
     console = Console(stderr=True, quiet=quiet)
     started = time.monotonic()
@@ -172,8 +227,13 @@ def run_demo(
     events = generator.events()
     keys = {p.partner_id: secrets.token_urlsafe(24) for p in generator.partners}
     pseudonym_secret = secrets.token_urlsafe(32)
+    hook_secret = secrets.token_urlsafe(32)
+    members = [MemberAccount(t, f"{t}-demo", secrets.token_urlsafe(24)) for t in DEMO_TEAMS]
 
     with ExitStack() as exit_stack:
+        # A case system's webhook and a mail server, on loopback, as the teams' channels.
+        hook = exit_stack.enter_context(WebhookReceiver(hook_secret.encode()))
+        mail = exit_stack.enter_context(SmtpSink())
         if kafka is None:
             console.print("starting the embedded Kafka-compatible broker (Tansu)")
             kafka = exit_stack.enter_context(tansu_broker())
@@ -196,7 +256,10 @@ def run_demo(
                 topic_prefix=f"demo{seed}x{int(time.time())}",
                 workdir=workdir,
                 idempotent_producer=idempotent,
-                team_token=secrets.token_urlsafe(24),
+                teams=[],
+                more_teams=_demo_directory(hook, hook_secret),
+                more_members=members,
+                extra_env={"HUB_SMTP_HOST": mail.host, "HUB_SMTP_PORT": str(mail.port)},
             )
         )
         ingest, notifier = stack.url("ingest"), stack.url("notifier")
@@ -213,11 +276,67 @@ def run_demo(
             outcomes = asyncio.run(_send(ingest, events, keys, progress))
             send_seconds = time.monotonic() - sending
             asyncio.run(_wait_for_alerts(database_url, expected, progress))
+            deliveries = asyncio.run(_wait_for_deliveries(stack.database_url, progress))
         console.print("privacy scan of every topic, table, log and metric of this run")
         scan = asyncio.run(_privacy_scan(stack, events))
         readyz = httpx.get(f"{stack.url('matcher')}/readyz", timeout=10).json()
         rules = {"ruleset": readyz["ruleset"], "rules": readyz["rules"]}
+        inbox = {
+            "url": f"{notifier}/inbox",
+            "live": serve,
+            "logins": [{"member": m.member_id, "token": m.token} for m in members],
+        }
+        summary = _summary(
+            seed=seed,
+            events=events,
+            outcomes=outcomes,
+            generator=generator,
+            expected=expected,
+            send_seconds=send_seconds,
+            started=started,
+            notifier=notifier,
+            stack=stack,
+            rules=rules,
+            scan=scan,
+            inbox=inbox,
+            deliveries=deliveries,
+            webhook_accepted=len(hook.accepted),
+            mails_received=len(mail.messages),
+        )
+        if not quiet:
+            _print_summary(console, summary)
+        if serve:
+            _serve_until_interrupted(console, inbox)
+    return summary
 
+
+def _serve_until_interrupted(console: Console, inbox: dict[str, Any]) -> None:
+    console.print(
+        f"\nThe hub keeps running. Open {inbox['url']} and log in with a token above; "
+        "Ctrl-C stops everything."
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
+def _summary(
+    *,
+    seed: int,
+    events: list[SyntheticEvent],
+    outcomes: dict[str, int],
+    generator: Generator,
+    expected: dict[str, dict[str, Any]],
+    send_seconds: float,
+    started: float,
+    notifier: str,
+    stack: HubStack,
+    rules: dict[str, Any],
+    scan: dict[str, Any],
+    inbox: dict[str, Any],
+    deliveries: dict[str, dict[str, int]],
+    webhook_accepted: int,
+    mails_received: int,
+) -> dict[str, Any]:
     per_type: dict[str, dict[str, int]] = {}
     for key, count in outcomes.items():
         event_type, code = key.split(":")
@@ -246,9 +365,11 @@ def run_demo(
         # What the matcher reported on /readyz: the rules file it runs.
         "rules": rules,
         "privacy_scan": scan,
+        "inbox": inbox,
+        # Per channel, deliveries by status; the inbox counts alerts routed to teams.
+        "deliveries": deliveries,
+        "received": {"webhook": webhook_accepted, "email": mails_received},
     }
-    if not quiet:
-        _print_summary(console, summary)
     return summary
 
 
@@ -303,6 +424,24 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
         f"{summary['elapsed_seconds']} s "
         f"({summary['events_per_second_ingested']} events/s through ingest)"
     )
+    channels = Table("channel", "delivered", "failed", "pending", title="Deliveries per channel")
+    for channel, counts in sorted(summary["deliveries"].items()):
+        channels.add_row(
+            channel,
+            str(counts.get("delivered", 0)),
+            str(counts.get("failed", 0)),
+            str(counts.get("pending", 0)),
+        )
+    console.print(channels)
+    received = summary["received"]
+    console.print(
+        f"the demo's case system accepted {received['webhook']} webhook notices; "
+        f"its mail server received {received['email']} e-mails"
+    )
+    inbox = summary["inbox"]
+    console.print(f"team inbox: {inbox['url']}" + ("" if inbox["live"] else " (with --serve)"))
+    for login in inbox["logins"]:
+        console.print(f"  {login['member']}: {login['token']}")
     scan = summary["privacy_scan"]
     console.print(
         f"privacy scan: {scan['findings']} findings in {scan['records_scanned']} records, rows, "

@@ -139,12 +139,23 @@ def demo(
     scale: Annotated[
         float, typer.Option(min=0.001, max=10.0, help="Fraction of a full synthetic year to send.")
     ] = 1.0,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="Keep the hub running afterwards, for the inbox, until Ctrl-C."
+        ),
+    ] = False,
 ) -> None:
     """Start everything, send one synthetic year of Twente partner events, print what came out."""
     from services.cli.demo import run_demo
 
     summary = run_demo(
-        kafka=kafka, database_url=database_url, seed=seed, scale=scale, quiet=as_json
+        kafka=kafka,
+        database_url=database_url,
+        seed=seed,
+        scale=scale,
+        quiet=as_json,
+        serve=serve,
     )
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

@@ -72,8 +72,20 @@ class TeamAccount:
         )
 
 
+@dataclass(frozen=True)
+class MemberAccount:
+    """A member of a team defined elsewhere (the seeded directory), with their token."""
+
+    team_id: str
+    member_id: str
+    token: str
+
+
 async def install_teams(
-    database_url: str, master_key: str, teams: Iterable[TeamSpec], members: Iterable[TeamAccount]
+    database_url: str,
+    master_key: str,
+    teams: Iterable[TeamSpec],
+    members: Iterable[TeamAccount | MemberAccount],
 ) -> None:
     """Writes teams, and members with their known tokens, into the directory."""
     from services.shared.crypto import Vault
@@ -135,8 +147,9 @@ class HubStack:
     #: The directory's teams with a member each; by default one regional team holding
     #: `team_token` that covers every municipality with every purpose.
     teams: list[TeamAccount] | None = None
-    #: Teams without members (the seeded directory of the demo).
+    #: More teams (the seeded directory of the demo), and members of theirs.
     more_teams: list[TeamSpec] = field(default_factory=list)
+    more_members: list[MemberAccount] = field(default_factory=list)
     #: A database of its own on the server of `database_url`, so the team directories
     #: of two stacks do not meet.
     own_database: bool = False
@@ -190,6 +203,7 @@ class HubStack:
 
     @property
     def members(self) -> list[TeamAccount]:
+        """The teams with a member each (by default the regional team with `team_token`)."""
         return self.teams if self.teams is not None else [regional_team(self.team_token)]
 
     def log_path(self, service: str) -> Path:
@@ -206,8 +220,8 @@ class HubStack:
             install_teams(
                 self.database_url,
                 self.master_key,
-                [*self.more_teams, *(m.spec() for m in self.members)],
-                self.members,
+                [*self.more_teams, *(t.spec() for t in self.members)],
+                [*self.members, *self.more_members],
             )
         )
         asyncio.run(create_topics(self.hub_settings))

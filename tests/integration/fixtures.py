@@ -24,7 +24,7 @@ from services.shared.events import EventType
 from services.shared.purposes import PURPOSES
 from services.shared.region import MUNICIPALITIES
 from services.shared.topics import source_topic
-from tests.integration.peers import SmtpSink
+from services.cli.peers import SmtpSink
 
 T = TypeVar("T")
 WAIT_S = 60.0

@@ -33,7 +33,7 @@ from services.notifier.channels import (
 from services.notifier.mail import EmailChannel, message_id, send_operator_warning
 from services.notifier.settings import SmtpConfig
 from services.notifier.webhook import OAuthClientCredentials, WebhookChannel
-from tests.integration.peers import SmtpSink, WebhookReceiver, verify_signature
+from services.cli.peers import SmtpSink, WebhookReceiver, verify_signature
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from tests.integration.fixtures import (
     service_metric,
     wait_for,
 )
-from tests.integration.peers import SmtpSink, WebhookReceiver
+from services.cli.peers import SmtpSink, WebhookReceiver
 from tests.integration.test_privacy import accepted, alert_with
 
 pytestmark = pytest.mark.integration

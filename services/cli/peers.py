@@ -1,5 +1,5 @@
-"""Real peers on loopback for the delivery tests: a case system's webhook endpoint with its OAuth2
-token endpoint (uvicorn in a thread), and an SMTP server (aiosmtpd).
+"""Peers on loopback for `hub demo` and the delivery tests: a case system's webhook endpoint
+with its OAuth2 token endpoint (uvicorn in a thread), and an SMTP server (aiosmtpd).
 
 The receiver checks `Hub-Signature` exactly as docs/webhooks.md tells a case system to, written
 here on its own (it does not import the sender's `sign`), so a passing test shows that the
