@@ -69,32 +69,28 @@ async def active_teams(session: AsyncSession) -> list[Team]:
     return list(await session.scalars(select(Team).where(Team.active)))
 
 
-async def route_alert(session: AsyncSession, teams: Sequence[Team], alert: dict[str, Any]) -> int:
+async def route_alert(
+    session: AsyncSession, teams: Sequence[Team], alert: dict[str, Any], *, report: bool = True
+) -> int:
     """Routes a stored alert to its team(s) (kept routes stay); returns how many are new.
 
-    An alert without any team, not even a fallback, stays unrouted: logged and counted,
-    and routed by `route_unrouted` once the directory has a team for it.
+    An alert without any team, not even a fallback, stays unrouted: logged (unless the
+    caller reports it), and routed by `route_unrouted` once the directory has a team for it.
     """
     routes = route(teams, alert["purpose"], alert["municipality_code"], alert["wijk_code"])
     if not routes:
-        log.error(
-            "alert.unrouted",
-            alert_id=alert["alert_id"],
-            municipality=alert["municipality_code"],
-            purpose=alert["purpose"],
-        )
+        if report:
+            log.error(
+                "alert.unrouted",
+                alert_id=alert["alert_id"],
+                municipality=alert["municipality_code"],
+                purpose=alert["purpose"],
+            )
         return 0
+    rows = [{"alert_id": alert["alert_id"], "team_id": r.team_id, "via": r.via} for r in routes]
     added = (
         await session.execute(
-            insert(AlertRoute)
-            .values(
-                [
-                    {"alert_id": alert["alert_id"], "team_id": r.team_id, "via": r.via}
-                    for r in routes
-                ]
-            )
-            .on_conflict_do_nothing()
-            .returning(AlertRoute.via)
+            insert(AlertRoute).values(rows).on_conflict_do_nothing().returning(AlertRoute.via)
         )
     ).all()
     for (via,) in added:
@@ -171,10 +167,14 @@ async def route_unrouted(session: AsyncSession) -> int:
             "municipality_code": alert.municipality_code,
             "wijk_code": alert.wijk_code,
         }
-        if await route_alert(session, teams, values):
+        if await route_alert(session, teams, values, report=False):
             routed.append((alert.alert_id, alert.version))
     await queue_notices(session, routed, "raised")
-    metrics.ALERTS_UNROUTED.set(len(unrouted) - len(routed))
+    remaining = len(unrouted) - len(routed)
+    metrics.ALERTS_UNROUTED.set(remaining)
+    if remaining:
+        # One line a round, not one per alert: the directory lacks a team (or a fallback).
+        log.error("alerts.unrouted", count=remaining)
     return len(routed)
 
 

@@ -275,3 +275,11 @@ def test_killing_the_notifier_mid_delivery_delivers_every_alert_and_each_key_is_
     # The held delivery was accepted before the kill, so its re-delivery is a duplicate the
     # receiver recognises by its key, not a second acceptance.
     assert receiver.duplicates == [receiver.accepted[0]["id"]]
+
+
+def test_an_alert_without_a_route_is_routed_by_the_notifiers_sweep(hub: Hub) -> None:
+    """As for alerts stored before the directory had their team."""
+    alert_id = twente_match(hub, "WK015301")
+    before = wait_for(lambda: routes(hub, alert_id), "the alert's route")
+    hub.execute("delete from alert_routes where alert_id = :a", a=alert_id)
+    assert wait_for(lambda: routes(hub, alert_id), "the sweep to route it again") == before
