@@ -157,7 +157,7 @@ def apache_kafka(workdir: Path | None = None) -> Iterator[str]:
         "-cp",
         classpath,
     ]
-    subprocess.run(
+    formatted = subprocess.run(
         [
             *java,
             "kafka.tools.StorageTool",
@@ -169,9 +169,14 @@ def apache_kafka(workdir: Path | None = None) -> Iterator[str]:
             "-c",
             str(config),
         ],
-        check=True,
+        check=False,
         capture_output=True,
     )
+    if formatted.returncode != 0:
+        said = (formatted.stdout + formatted.stderr).decode(errors="replace")[-3000:]
+        raise InfrastructureError(
+            f"formatting Kafka's storage in {base} failed ({formatted.returncode}):\n{said}"
+        )
     log = base / "broker.log"
     with log.open("ab") as out:
         process = subprocess.Popen([*java, "kafka.Kafka", str(config)], stdout=out, stderr=out)
