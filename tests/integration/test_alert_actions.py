@@ -21,6 +21,7 @@ from tests.integration.fixtures import (
     Hub,
     debt_signal,
     new_address,
+    service_metric,
     wait_for,
 )
 from tests.integration.test_privacy import accepted, alert_with, household_of
@@ -148,9 +149,9 @@ def test_an_outcome_left_unpublished_is_sent_by_the_notifiers_loop(hub: Hub) -> 
 
 
 def overdue_count(hub: Hub, municipality: str) -> float:
-    text = httpx.get(f"{hub.stack.url('notifier')}/metrics").text
-    line = f'hub_alerts_overdue_total{{municipality="{municipality}",rule="debt-crisis"}} '
-    return next((float(x.removeprefix(line)) for x in text.splitlines() if x.startswith(line)), 0)
+    return service_metric(
+        hub, "notifier", "hub_alerts_overdue_total", municipality=municipality, rule="debt-crisis"
+    )
 
 
 def test_an_open_alert_past_its_deadline_is_escalated(hub: Hub) -> None:
@@ -190,3 +191,39 @@ def test_an_open_alert_past_its_deadline_is_escalated(hub: Hub) -> None:
     assert order == sorted(order)
     # Counted once: later checks find it closed and marked.
     assert overdue_count(hub, "GM0164") == before + 1
+
+
+def test_a_note_is_kept_sealed_shown_to_the_team_with_who_and_when_and_its_reading_logged(
+    hub: Hub,
+) -> None:
+    address = new_address()
+    signal = accepted(hub.post("debt-signal", debt_signal(address, "2025-11-12"), "key-huur"))
+    energy = dict(creditor_type="ENERGIE", creditor_name="Energie 01")
+    second = accepted(
+        hub.post("debt-signal", debt_signal(address, "2025-11-14", **energy), "key-energie")
+    )
+    assert signal != second
+    alert_id = alert_with(hub, second, "twente-match", contributions=2)
+    path = f"/v1/alerts/{alert_id}"
+    text = "Huisbezoek gepland; mevrouw Kanarie-Notitie belt terug"
+
+    assert team_post(hub, f"{path}/notes", HENGELO_TEAM.token, {"text": text}).status_code == 403
+    assert team_post(hub, f"{path}/notes", DEBT_TEAM.token, {"text": ""}).status_code == 422
+    made = team_post(hub, f"{path}/notes", DEBT_TEAM.token, {"text": text})
+    assert made.status_code == 201 and made.json()["member_id"] == DEBT_TEAM.member_id
+
+    (sealed,) = hub.query("select sealed from alert_notes where alert_id = :a", a=alert_id)[0]
+    assert b"Kanarie" not in bytes(sealed)
+    history = hub.team_get(f"{path}/history", DEBT_ONLY_TEAM.token).json()
+    assert [(h["action"], h["member_id"], h["text"]) for h in history] == [
+        ("note", DEBT_TEAM.member_id, text)
+    ]
+    assert hub.query(
+        "select count(*) from access_log where alert_id = :a and action = 'view-notes' "
+        "and member_id = :m",
+        a=alert_id,
+        m=DEBT_ONLY_TEAM.member_id,
+    ) == [(1,)]
+    assert hub.query("select action from alert_actions where alert_id = :a", a=alert_id) == [
+        ("note",)
+    ]
