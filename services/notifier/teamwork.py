@@ -39,6 +39,10 @@ class NotYours(HubError):
     """The alert is not routed to the member's team, or its purpose is not the team's."""
 
 
+class NothingDisclosed(NotYours):
+    """The team's purposes disclose none of the alert's domains: no contact details to show."""
+
+
 class DetailsRemoved(HubError):
     """Retention or erasure removed the alert's personal details."""
 
@@ -116,8 +120,15 @@ class Teamwork:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """The team's alerts, open ones first by deadline (so the overdue ones lead)."""
+        """The team's alerts: open ones first by deadline (so the overdue ones lead), or with
+        `status="closed"` the latest closed first."""
         query = select(Alert).where(_routed_to(member), Alert.purpose.in_(member.team.purposes))
+        # Open alerts by deadline, the overdue ones first; closed ones the latest first.
+        order = (
+            (Alert.closed_at.desc(), Alert.alert_id)
+            if status == "closed"
+            else (Alert.status == "closed", Alert.deadline, Alert.alert_id)
+        )
         if status:
             query = query.where(Alert.status == status)
         if open_only:
@@ -128,11 +139,7 @@ class Teamwork:
             query = query.where(Alert.rule_id == rule)
         async with self._sessions() as session:
             total = await session.scalar(select(func.count()).select_from(query.subquery()))
-            rows = await session.scalars(
-                query.order_by(Alert.status == "closed", Alert.deadline, Alert.alert_id)
-                .limit(limit)
-                .offset(offset)
-            )
+            rows = await session.scalars(query.order_by(*order).limit(limit).offset(offset))
             return total or 0, [present(r, member.team) for r in rows]
 
     async def open_alert(self, member: Member, alert_id: str) -> dict[str, Any]:
@@ -154,6 +161,8 @@ class Teamwork:
                 raise DetailsRemoved("the personal details of this alert were removed")
             disclosed = disclosed_domains(member.team.purposes)
             event_ids = [c.event_id for c in alert.contributions if c.domain in disclosed]
+            if not event_ids:  # refused before the access log: nothing would be shown
+                raise NothingDisclosed("your team's purposes disclose no details of this alert")
             try:
                 stored = await open_contacts(session, self._vault, alert.household_id, event_ids)
             except DecryptionFailed:
