@@ -19,12 +19,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 
+from services.cli.peers import SmtpSink
 from services.cli.stack import HubStack, PartnerAccount, TeamAccount
 from services.shared.events import EventType
 from services.shared.purposes import PURPOSES
 from services.shared.region import MUNICIPALITIES
 from services.shared.topics import source_topic
-from services.cli.peers import SmtpSink
 
 T = TypeVar("T")
 WAIT_S = 60.0

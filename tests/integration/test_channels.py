@@ -23,6 +23,7 @@ import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.formats.json import JSONFormat
 
+from services.cli.peers import SmtpSink, WebhookReceiver, verify_signature
 from services.notifier.channels import (
     DeliveryError,
     Notice,
@@ -33,7 +34,6 @@ from services.notifier.channels import (
 from services.notifier.mail import EmailChannel, message_id, send_operator_warning
 from services.notifier.settings import SmtpConfig
 from services.notifier.webhook import OAuthClientCredentials, WebhookChannel
-from services.cli.peers import SmtpSink, WebhookReceiver, verify_signature
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from services.cli.peers import SmtpSink, WebhookReceiver
 from tests.integration.fixtures import (
     FALLBACK_TEAM,
     OPERATOR_EMAIL,
@@ -24,7 +25,6 @@ from tests.integration.fixtures import (
     service_metric,
     wait_for,
 )
-from services.cli.peers import SmtpSink, WebhookReceiver
 from tests.integration.test_privacy import accepted, alert_with
 
 pytestmark = pytest.mark.integration
