@@ -74,17 +74,17 @@ def _refuse(message: str) -> None:
 @teams_app.command()
 def seed() -> None:
     """Create the starting directory: a debt-help team and a wijkteam in each of the 14
-    municipalities, and the regional fallback team. Existing teams are updated, not doubled."""
+    municipalities, and the regional fallback team. Teams that exist are left as they are,
+    so running it again changes nothing."""
     from services.notifier import directory
 
     specs = directory.seed()
 
-    async def work(session: AsyncSession, vault: Vault) -> None:
-        for spec in specs:
-            await directory.apply_team(session, vault, spec)
+    async def work(session: AsyncSession, vault: Vault) -> int:
+        return sum([await directory.apply_team(session, vault, s, only_new=True) for s in specs])
 
-    _in_transaction(work)
-    out.print(f"{len(specs)} teams in the directory")
+    added = _in_transaction(work)
+    out.print(f"{added} teams added; {len(specs) - added} were there already")
 
 
 @teams_app.command()

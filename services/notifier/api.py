@@ -1,9 +1,10 @@
-"""The team API: alerts as a team's purposes allow it to see them, their contact details,
-and a member's work on them: claiming an alert and closing it with an outcome.
+"""The notifier's web service: the team API, the inbox, and the background work (alert
+consumer, delivery dispatcher, outcome publisher, overdue check).
 
-Every response is cut to the team: only alerts of its municipalities and purposes, only the
-details of domains its purposes disclose. Every view of an alert and of its contact details
-is written to the append-only access log; every claim and outcome to `alert_actions`.
+Every response is cut to the team: only alerts routed to it with one of its purposes, only
+the details of domains its purposes disclose (services/notifier/teamwork.py). Every view of
+an alert, its contact details and its notes is written to the append-only access log; every
+claim, outcome and note to `alert_actions`.
 """
 
 import asyncio
@@ -28,7 +29,13 @@ from services.notifier.directory import Member, authenticate
 from services.notifier.inbox import inbox_router
 from services.notifier.outcomes import Conflict, OutcomePublisher
 from services.notifier.settings import NotifierSettings
-from services.notifier.teamwork import DetailsRemoved, NotFound, NotYours, Teamwork
+from services.notifier.teamwork import (
+    DetailsRemoved,
+    InvalidNote,
+    NotFound,
+    NotYours,
+    Teamwork,
+)
 from services.shared.avro import AvroCodec
 from services.shared.crypto import Vault
 from services.shared.db.engine import make_engine, make_sessionmaker
@@ -152,6 +159,8 @@ async def _answer(work: Awaitable[T]) -> T:
         raise HTTPException(status.HTTP_410_GONE, str(exc)) from None
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except InvalidNote as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 def create_app(settings: NotifierSettings) -> FastAPI:

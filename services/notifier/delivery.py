@@ -52,6 +52,7 @@ from services.shared.db.models import (
     Team,
     TeamChannel,
 )
+from services.shared.errors import DecryptionFailed
 from services.shared.logging import get_logger
 from services.shared.region import AMSTERDAM
 
@@ -145,15 +146,19 @@ async def queue_notices(
 
 
 async def route_unrouted(session: AsyncSession) -> int:
-    """Routes open alerts that have no team yet (stored before the directory had one);
-    returns how many were routed, and sets the gauge of those that still have none."""
+    """Routes alerts that no active team has: stored before the directory had their team,
+    or left behind by a team that was disabled. Open ones get their `raised` notice.
+    Returns how many were routed, and sets the gauge of open ones that still have no team."""
+    with_active_team = (
+        select(AlertRoute.alert_id)
+        .join(Team, Team.team_id == AlertRoute.team_id)
+        .where(AlertRoute.alert_id == Alert.alert_id, Team.active)
+        .exists()
+    )
     unrouted = list(
         await session.scalars(
             select(Alert)
-            .where(
-                Alert.status != "closed",
-                ~select(AlertRoute.alert_id).where(AlertRoute.alert_id == Alert.alert_id).exists(),
-            )
+            .where(~with_active_team)
             .order_by(Alert.alert_id)
             .with_for_update(skip_locked=True)
         )
@@ -168,11 +173,15 @@ async def route_unrouted(session: AsyncSession) -> int:
             "wijk_code": alert.wijk_code,
         }
         if await route_alert(session, teams, values, report=False):
-            routed.append((alert.alert_id, alert.version))
-    await queue_notices(session, routed, "raised")
-    remaining = len(unrouted) - len(routed)
+            routed.append(alert)
+    await queue_notices(
+        session, [(a.alert_id, a.version) for a in routed if a.status != "closed"], "raised"
+    )
+    remaining = sum(a.status != "closed" for a in unrouted) - sum(
+        a.status != "closed" for a in routed
+    )
     metrics.ALERTS_UNROUTED.set(remaining)
-    if remaining:
+    if remaining:  # closed ones without a team only lack a reader for their history
         # One line a round, not one per alert: the directory lacks a team (or a fallback).
         log.error("alerts.unrouted", count=remaining)
     return len(routed)
@@ -235,9 +244,11 @@ class Dispatcher:
                 await session.execute(
                     select(Delivery.delivery_id, Delivery.channel_id)
                     .join(TeamChannel, TeamChannel.channel_id == Delivery.channel_id)
+                    .join(Team, Team.team_id == Delivery.team_id)
                     .where(
                         Delivery.status == "pending",
                         TeamChannel.active,
+                        Team.active,
                         Delivery.channel_id.not_in(self._busy or {-1}),
                     )
                     .order_by(Delivery.delivery_id)
@@ -284,9 +295,13 @@ class Dispatcher:
             if alert is None or channel is None or team is None:
                 return False
             notice = self._notice(delivery, alert, team)
-            sender = self._channel(channel)
             error: DeliveryError | None = None
-            attempts = 0
+            try:
+                sender = self._channel(channel)
+            except DecryptionFailed:
+                # Sealed under another master key: no retry can help; the operator must
+                # apply the team's channels again with this notifier's HUB_MASTER_KEY.
+                sender = _Unusable("channel-secret-unreadable")
             try:
                 async for attempt in stamina.retry_context(
                     on=TransientDeliveryError,
@@ -297,14 +312,21 @@ class Dispatcher:
                     wait_jitter=min(1.0, self._settings.delivery_wait_initial_s),
                 ):
                     with attempt:
-                        attempts = attempt.num
                         await self._attempt(
                             delivery, sender, notice, last=self._is_last(attempt.num)
                         )
             except DeliveryError as exc:
                 error = exc
             now = dt.datetime.now(dt.UTC)
-            delivery.attempts += attempts
+            # Counted from the stored attempts: those of a notifier killed mid-way count too.
+            delivery.attempts = (
+                await session.scalar(
+                    select(func.count())
+                    .select_from(DeliveryAttempt)
+                    .where(DeliveryAttempt.delivery_id == delivery.delivery_id)
+                )
+                or 0
+            )
             delivery.last_attempt_at = now
             if error is None:
                 delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
@@ -449,6 +471,18 @@ class Dispatcher:
         log.warning("operator_warning.sent", team=team.team_id, day=day.isoformat())
 
 
+class _Unusable:
+    """A channel that cannot be built: every notice fails permanently, with the reason."""
+
+    kind = "unusable"
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def send(self, notice: Notice) -> None:
+        raise PermanentDeliveryError(self._reason)
+
+
 class _Mailbox:
     """An e-mail channel; without SMTP configured every notice fails permanently."""
 
@@ -473,13 +507,21 @@ async def replay(
     failed_only: bool = False,
 ) -> int:
     """Queues again the notices created in [since, until) (with their own idempotency keys,
-    so a receiver that did get one can tell); returns how many."""
+    so a receiver that did get one can tell); returns how many. Notices of removed channels
+    and disabled teams are left alone: nothing would send them."""
+    sendable = (
+        select(TeamChannel.channel_id)
+        .join(Team, Team.team_id == TeamChannel.team_id)
+        .where(TeamChannel.channel_id == Delivery.channel_id, TeamChannel.active, Team.active)
+        .exists()
+    )
     query = (
         update(Delivery)
         .where(
             Delivery.created_at >= since,
             Delivery.created_at < until,
             Delivery.status != "pending",
+            sendable,
         )
         .values(status="pending", replayed_at=func.now())
         .returning(Delivery.delivery_id)

@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -25,12 +25,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import select, update
+from sqlalchemy import literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.shared.crypto import Vault
-from services.shared.db.models import Team, TeamChannel, TeamMember
+from services.shared.db.models import Delivery, Team, TeamChannel, TeamMember
 from services.shared.errors import ConfigurationError
 from services.shared.purposes import PURPOSES, check_purposes
 from services.shared.region import MUNICIPALITIES, WIJK_CODE
@@ -192,11 +192,16 @@ async def member_by_id(session: AsyncSession, member_id: str) -> Member | None:
     return Member(row.member_id, TeamView(row.team_id, row.name, tuple(row.purposes)))
 
 
-async def apply_team(session: AsyncSession, vault: Vault, spec: TeamSpec) -> None:
-    """Creates or updates the team; its channels become exactly those of `spec`.
+async def apply_team(
+    session: AsyncSession, vault: Vault, spec: TeamSpec, *, only_new: bool = False
+) -> bool:
+    """Creates or updates the team; its channels become exactly those of `spec`. Returns
+    whether the team was new. With `only_new` an existing team is left as it is.
 
     A channel is known by kind and target: kept (with its delivery history) when still
-    listed, made inactive when not, added when new.
+    listed, made inactive when not (its undelivered notices are settled as failed, for a
+    replay to another channel), added when new. A disabled team stays disabled
+    (`hub teams enable`).
     """
     values = {
         "name": spec.name,
@@ -204,13 +209,16 @@ async def apply_team(session: AsyncSession, vault: Vault, spec: TeamSpec) -> Non
         "municipalities": spec.municipalities,
         "wijken": spec.wijken,
         "fallback": spec.fallback,
-        "active": True,
     }
-    await session.execute(
-        insert(Team)
-        .values(team_id=spec.team_id, **values)
-        .on_conflict_do_update(index_elements=[Team.team_id], set_=values)
+    statement = insert(Team).values(team_id=spec.team_id, active=True, **values)
+    upsert = (
+        statement.on_conflict_do_nothing()
+        if only_new
+        else statement.on_conflict_do_update(index_elements=[Team.team_id], set_=values)
     )
+    new = (await session.execute(upsert.returning(literal_column("xmax = 0")))).scalar_one_or_none()
+    if only_new and not new:
+        return False
     existing = {
         (c.kind, c.target): c
         for c in await session.scalars(
@@ -231,9 +239,24 @@ async def apply_team(session: AsyncSession, vault: Vault, spec: TeamSpec) -> Non
         channel.oauth_scope = wanted.oauth.scope if wanted.oauth else None
         await session.flush()  # the channel id binds its sealed secrets
         channel.sealed_secrets = _seal_channel_secrets(vault, channel.channel_id, wanted)
+    removed = [c.channel_id for key, c in existing.items() if key not in listed and c.active]
     for key, channel in existing.items():
         if key not in listed:
             channel.active = False
+    await settle_pending(session, Delivery.channel_id.in_(removed), "channel-removed")
+    return bool(new)
+
+
+async def settle_pending(session: AsyncSession, which: Any, reason: str) -> int:
+    """Marks undelivered notices failed that no channel will send any more (the channel was
+    removed, the team disabled); `hub deliveries replay --failed-only` can send them again."""
+    result = await session.execute(
+        update(Delivery)
+        .where(which, Delivery.status == "pending")
+        .values(status="failed", last_error=reason)
+        .returning(Delivery.delivery_id)
+    )
+    return len(result.all())
 
 
 def _seal_channel_secrets(vault: Vault, channel_id: int, spec: ChannelSpec) -> bytes | None:
@@ -252,10 +275,15 @@ def channel_secrets(vault: Vault, channel: TeamChannel) -> dict[str, str]:
 
 
 async def set_team_active(session: AsyncSession, team_id: str, active: bool) -> bool:
+    """Enables or disables a team. A disabled team gets no new alerts; its open alerts go to
+    the next team in line at the notifier's next sweep, and its queued notices are settled."""
     result = await session.execute(
         update(Team).where(Team.team_id == team_id).values(active=active).returning(Team.team_id)
     )
-    return result.scalar_one_or_none() is not None
+    found = result.scalar_one_or_none() is not None
+    if found and not active:
+        await settle_pending(session, Delivery.team_id == team_id, "team-disabled")
+    return found
 
 
 async def add_member(

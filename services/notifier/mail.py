@@ -140,8 +140,8 @@ async def send_operator_warning(
             "",
             "Bekijk de mislukte bezorgingen:",
             f"    hub deliveries list --status failed --team {team_id}",
-            "Bezorg ze opnieuw zodra het kanaal weer werkt (zie hub deliveries replay --help):",
-            "    hub deliveries replay",
+            "Bezorg ze opnieuw zodra het kanaal weer werkt:",
+            f"    hub deliveries replay --since {day.isoformat()} --team {team_id} --failed-only",
             "",
             f"Overzicht: {dashboard_link}",
         ]

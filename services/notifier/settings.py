@@ -4,9 +4,12 @@ The teams themselves, their members and channels live in PostgreSQL (`hub teams`
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from services.shared.config import DatabaseSettings, HubSettings, VaultSettings
+from services.shared.errors import ConfigurationError
 
 
 class NotifierSettings(HubSettings, DatabaseSettings, VaultSettings):
@@ -40,6 +43,38 @@ class NotifierSettings(HubSettings, DatabaseSettings, VaultSettings):
     smtp_from: str = "twente-hub@localhost"
     #: Who gets the operator warning when a delivery finally fails (one e-mail per team a day).
     operator_email: str | None = None
+
+    @field_validator(
+        "notifier_session_secret",
+        "smtp_host",
+        "smtp_username",
+        "smtp_password",
+        "operator_email",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable (as compose passes an unset one) means not set."""
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _fit_for_production(self) -> NotifierSettings:
+        if self.environment != "production":
+            return self
+        if (
+            self.notifier_session_secret is None
+            or len(self.notifier_session_secret.get_secret_value()) < 32
+        ):
+            raise ConfigurationError(
+                "HUB_NOTIFIER_SESSION_SECRET must be a random secret of at least 32 characters "
+                "in production (inbox logins would not survive a restart or a second replica)"
+            )
+        if "127.0.0.1" in self.notifier_public_url or "localhost" in self.notifier_public_url:
+            raise ConfigurationError(
+                "HUB_NOTIFIER_PUBLIC_URL must be the address teams reach the notifier at in "
+                "production: links in webhooks and e-mails point there"
+            )
+        return self
 
 
 class SmtpConfig(BaseModel):

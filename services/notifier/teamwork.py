@@ -43,6 +43,10 @@ class NothingDisclosed(NotYours):
     """The team's purposes disclose none of the alert's domains: no contact details to show."""
 
 
+class InvalidNote(HubError, ValueError):
+    """A note without text, or longer than NOTE_MAX_CHARS."""
+
+
 class DetailsRemoved(HubError):
     """Retention or erasure removed the alert's personal details."""
 
@@ -203,9 +207,9 @@ class Teamwork:
         """Stores a note sealed with the household's data key (docs/notifier.md#notes)."""
         text = text.strip()
         if not text:
-            raise ValueError("a note needs some text")
+            raise InvalidNote("a note needs some text")
         if len(text) > NOTE_MAX_CHARS:
-            raise ValueError(f"a note holds at most {NOTE_MAX_CHARS} characters")
+            raise InvalidNote(f"a note holds at most {NOTE_MAX_CHARS} characters")
         async with self._sessions() as session, session.begin():
             alert = await self._visible(session, member, alert_id)
             if alert.details_removed_at is not None:

@@ -169,6 +169,7 @@ async def purge(
         alerts_expired=len(alerts_expired),
         alert_ids=report.alerts_expired,
         contacts_deleted=contacts_deleted,
+        notes_deleted=notes_deleted,
         households_purged_in_matcher=len(households),
         keys_shredded=len(orphans),
     )

@@ -283,3 +283,28 @@ def test_an_alert_without_a_route_is_routed_by_the_notifiers_sweep(hub: Hub) -> 
     before = wait_for(lambda: routes(hub, alert_id), "the alert's route")
     hub.execute("delete from alert_routes where alert_id = :a", a=alert_id)
     assert wait_for(lambda: routes(hub, alert_id), "the sweep to route it again") == before
+
+
+def test_a_disabled_teams_open_alerts_go_to_the_next_team_in_line(
+    hub: Hub, tmp_path: Path, wijk: str, secret: str
+) -> None:
+    team = "wijk-opgeheven"
+    with WebhookReceiver(secret.encode(), always_fail=True) as receiver:
+        apply_teams(hub, tmp_path, [webhook_team(team, wijk, receiver)], HOOK_SECRET=secret)
+        alert_id = twente_match(hub, wijk)
+        assert wait_for(lambda: routes(hub, alert_id), "the route") == {team: "wijk"}
+        assert hub.cli("teams", "disable", team).returncode == 0
+
+    def rerouted() -> dict[str, str] | None:
+        found = routes(hub, alert_id)
+        return found if len(found) > 1 else None
+
+    # The municipality's debt teams take it over; the disabled team keeps its history.
+    found = wait_for(rerouted, "the sweep to route the alert to Enschede's debt teams")
+    assert found[team] == "wijk" and found[REGIONAL_TEAM.team_id] == "municipality"
+    assert hub.team_get(f"/v1/alerts/{alert_id}", REGIONAL_TEAM.token).status_code == 200
+    # Its webhook will not send any more: what was queued is settled, for a replay elsewhere.
+    (status, error) = hub.query(
+        "select status, last_error from deliveries where alert_id = :a", a=alert_id
+    )[0]
+    assert status == "failed" and error in ("team-disabled", "http-503")
