@@ -164,8 +164,8 @@ async def _answer(work: Awaitable[T]) -> T:
 
 
 def create_app(settings: NotifierSettings) -> FastAPI:
-    # Deliveries hold two connections each while in flight (the row lock and the attempts).
-    engine = make_engine(settings, pool_size=2 * settings.delivery_concurrency + 5)
+    # Each delivery in flight takes a connection now and then (never across a wait).
+    engine = make_engine(settings, pool_size=settings.delivery_concurrency + 5)
     sessions = make_sessionmaker(engine)
     vault = Vault(settings)
     codec = AvroCodec(settings.schemas_dir)

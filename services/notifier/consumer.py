@@ -93,10 +93,16 @@ class AlertConsumer:
                     metrics.ALERTS_STALE.labels(alert["rule_id"]).inc()
                     continue
                 metrics.ALERTS_STORED.labels(alert["rule_id"]).inc()
-                await route_alert(session, teams, alert)
-                queued += await queue_notices(
-                    session, [(alert["alert_id"], alert["version"])], notice
-                )
+                new_teams = await route_alert(session, teams, alert)
+                version = [(alert["alert_id"], alert["version"])]
+                if notice == "raised":
+                    queued += await queue_notices(session, version, "raised")
+                else:
+                    # A team that gets the alert only now hears of it as new, not as updated.
+                    queued += await queue_notices(
+                        session, version, "updated", except_teams=new_teams
+                    )
+                    queued += await queue_notices(session, version, "raised", teams=new_teams)
         return queued
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], detail: str) -> None:

@@ -19,15 +19,15 @@ import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import httpx
 import stamina
-from sqlalchemy import any_, func, literal, select, update
+from sqlalchemy import and_, any_, func, literal, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from services.notifier import metrics
 from services.notifier.channels import (
@@ -60,6 +60,8 @@ log = get_logger("hub.notifier.delivery")
 
 #: How often the dispatcher looks at the outbox when nothing woke it.
 POLL_S = 1.0
+#: Alerts the sweep routes in one round at most (the rest in the next).
+SWEEP_BATCH = 1000
 
 
 def idempotency_key(alert_id: str, version: int, notice: str, channel_id: int) -> str:
@@ -72,8 +74,8 @@ async def active_teams(session: AsyncSession) -> list[Team]:
 
 async def route_alert(
     session: AsyncSession, teams: Sequence[Team], alert: dict[str, Any], *, report: bool = True
-) -> int:
-    """Routes a stored alert to its team(s) (kept routes stay); returns how many are new.
+) -> list[str]:
+    """Routes a stored alert to its team(s) (kept routes stay); returns the teams new to it.
 
     An alert without any team, not even a fallback, stays unrouted: logged (unless the
     caller reports it), and routed by `route_unrouted` once the directory has a team for it.
@@ -87,28 +89,37 @@ async def route_alert(
                 municipality=alert["municipality_code"],
                 purpose=alert["purpose"],
             )
-        return 0
+        return []
     rows = [{"alert_id": alert["alert_id"], "team_id": r.team_id, "via": r.via} for r in routes]
     added = (
         await session.execute(
-            insert(AlertRoute).values(rows).on_conflict_do_nothing().returning(AlertRoute.via)
+            insert(AlertRoute)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(AlertRoute.team_id, AlertRoute.via)
         )
     ).all()
-    for (via,) in added:
+    for _, via in added:
         metrics.ALERTS_ROUTED.labels(via).inc()
         if via == "fallback":
             metrics.ALERTS_FALLBACK.labels(alert["municipality_code"]).inc()
         metrics.DELIVERIES.labels("inbox", "delivered").inc()
-    return len(added)
+    return [team_id for team_id, _ in added]
 
 
 async def queue_notices(
-    session: AsyncSession, alerts: Iterable[tuple[str, int]], notice: NoticeKind
+    session: AsyncSession,
+    alerts: Iterable[tuple[str, int]],
+    notice: NoticeKind,
+    *,
+    teams: Collection[str] | None = None,
+    except_teams: Collection[str] = (),
 ) -> int:
     """Queues `notice` of each (alert id, version) for every active channel of the alert's
-    teams that wants it; a notice queued before is not queued again. Returns how many."""
+    teams (or of `teams` only, or all but `except_teams`) that wants it; a notice queued
+    before is not queued again. Returns how many."""
     versions = dict(alerts)
-    if not versions:
+    if not versions or (teams is not None and not teams):
         return 0
     targets = (
         await session.execute(
@@ -122,6 +133,8 @@ async def queue_notices(
                 TeamChannel.active,
                 Team.active,
                 literal(notice) == any_(TeamChannel.notices),
+                AlertRoute.team_id.in_(teams) if teams is not None else true(),
+                AlertRoute.team_id.not_in(except_teams) if except_teams else true(),
             )
         )
     ).all()
@@ -155,11 +168,20 @@ async def route_unrouted(session: AsyncSession) -> int:
         .where(AlertRoute.alert_id == Alert.alert_id, Team.active)
         .exists()
     )
+    with_any_team = select(AlertRoute.alert_id).where(AlertRoute.alert_id == Alert.alert_id)
     unrouted = list(
         await session.scalars(
             select(Alert)
-            .where(~with_active_team)
+            # A closed alert is only routed when it never had a team (stored before the
+            # directory): a disabled team's history does not pass to the next team.
+            .where(
+                or_(
+                    and_(Alert.status != "closed", ~with_active_team),
+                    ~with_any_team.exists(),
+                )
+            )
             .order_by(Alert.alert_id)
+            .limit(SWEEP_BATCH)
             .with_for_update(skip_locked=True)
         )
     )
@@ -172,11 +194,15 @@ async def route_unrouted(session: AsyncSession) -> int:
             "municipality_code": alert.municipality_code,
             "wijk_code": alert.wijk_code,
         }
-        if await route_alert(session, teams, values, report=False):
+        added = await route_alert(session, teams, values, report=False)
+        if added and alert.status != "closed":
             routed.append(alert)
-    await queue_notices(
-        session, [(a.alert_id, a.version) for a in routed if a.status != "closed"], "raised"
-    )
+            # The new teams hear of it as new, and of its deadline if that passed already.
+            await queue_notices(session, [(alert.alert_id, alert.version)], "raised", teams=added)
+            if alert.overdue_at is not None:
+                await queue_notices(
+                    session, [(alert.alert_id, alert.version)], "overdue", teams=added
+                )
     remaining = sum(a.status != "closed" for a in unrouted) - sum(
         a.status != "closed" for a in routed
     )
@@ -185,12 +211,6 @@ async def route_unrouted(session: AsyncSession) -> int:
         # One line a round, not one per alert: the directory lacks a team (or a fallback).
         log.error("alerts.unrouted", count=remaining)
     return len(routed)
-
-
-@dataclass(frozen=True)
-class _Job:
-    delivery_id: int
-    channel_id: int
 
 
 class Dispatcher:
@@ -235,14 +255,25 @@ class Dispatcher:
             for oauth in self._oauth:
                 await oauth.aclose()
 
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed delivery is this notifier's before another may take it over:
+        the longest wait between attempts and an attempt (a token fetch, a send, a fresh
+        token and a send again), with a margin. Renewed at every attempt."""
+        return self._settings.delivery_wait_max_s + 4 * self._settings.delivery_timeout_s + 5
+
     async def _start_due(self) -> None:
         free = self._settings.delivery_concurrency - len(self._busy)
         if free <= 0:
             return
+        now = func.now()
+        leased = aliased(Delivery)
         async with self._sessions() as session:
+            # The oldest pending notice of each channel that nobody is sending to right now.
             rows = (
                 await session.execute(
                     select(Delivery.delivery_id, Delivery.channel_id)
+                    .distinct(Delivery.channel_id)
                     .join(TeamChannel, TeamChannel.channel_id == Delivery.channel_id)
                     .join(Team, Team.team_id == Delivery.team_id)
                     .where(
@@ -250,19 +281,21 @@ class Dispatcher:
                         TeamChannel.active,
                         Team.active,
                         Delivery.channel_id.not_in(self._busy or {-1}),
+                        ~select(leased.delivery_id)
+                        .where(
+                            leased.channel_id == Delivery.channel_id,
+                            leased.status == "pending",
+                            leased.lease_until > now,
+                        )
+                        .exists(),
                     )
-                    .order_by(Delivery.delivery_id)
-                    .limit(500)
+                    .order_by(Delivery.channel_id, Delivery.delivery_id)
+                    .limit(free)
                 )
             ).all()
         for delivery_id, channel_id in rows:
-            if free == 0:
-                break
-            if channel_id in self._busy:
-                continue
             self._busy.add(channel_id)
-            free -= 1
-            task = asyncio.create_task(self._deliver(_Job(delivery_id, channel_id)))
+            task = asyncio.create_task(self._deliver(delivery_id))
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._done, channel_id=channel_id))
 
@@ -272,68 +305,90 @@ class Dispatcher:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
+        if exc is not None:  # the database away mid-way: the lease runs out, it is tried again
             log.warning("delivery.interrupted", error=type(exc).__name__)
             return
         if task.result():  # something was sent: the channel's next notice may go now
             self.wake()
 
-    async def _deliver(self, job: _Job) -> bool:
-        """Tries one delivery to the end; False when another notifier holds it."""
+    async def _claim(self, delivery_id: int) -> bool:
+        """Takes the delivery for `lease_s`, unless another notifier has it; a short
+        transaction, so nothing is held while the receiver is waited for."""
         async with self._sessions() as session, session.begin():
-            delivery = await session.scalar(
-                select(Delivery)
-                .where(Delivery.delivery_id == job.delivery_id, Delivery.status == "pending")
-                # NO KEY UPDATE: the attempts' foreign keys can still be checked meanwhile.
-                .with_for_update(skip_locked=True, key_share=True)
+            taken = await session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.delivery_id == delivery_id,
+                    Delivery.status == "pending",
+                    or_(Delivery.lease_until.is_(None), Delivery.lease_until < func.now()),
+                )
+                .values(lease_until=func.now() + dt.timedelta(seconds=self.lease_s))
+                .returning(Delivery.delivery_id)
             )
-            if delivery is None:
+            return taken.scalar_one_or_none() is not None
+
+    async def _deliver(self, delivery_id: int) -> bool:
+        """Tries one delivery to the end; False when another notifier has it."""
+        if not await self._claim(delivery_id):
+            return False
+        async with self._sessions() as session:
+            delivery = await session.get(Delivery, delivery_id)
+            if delivery is None:  # erased meanwhile
                 return False
             alert = await session.get(Alert, delivery.alert_id)
             channel = await session.get(TeamChannel, delivery.channel_id)
             team = await session.get(Team, delivery.team_id)
-            if alert is None or channel is None or team is None:
-                return False
-            notice = self._notice(delivery, alert, team)
-            error: DeliveryError | None = None
-            try:
-                sender = self._channel(channel)
-            except DecryptionFailed:
-                # Sealed under another master key: no retry can help; the operator must
-                # apply the team's channels again with this notifier's HUB_MASTER_KEY.
-                sender = _Unusable("channel-secret-unreadable")
-            try:
-                async for attempt in stamina.retry_context(
-                    on=TransientDeliveryError,
-                    attempts=self._settings.delivery_attempts,
-                    timeout=None,
-                    wait_initial=self._settings.delivery_wait_initial_s,
-                    wait_max=self._settings.delivery_wait_max_s,
-                    wait_jitter=min(1.0, self._settings.delivery_wait_initial_s),
-                ):
-                    with attempt:
-                        await self._attempt(
-                            delivery, sender, notice, last=self._is_last(attempt.num)
-                        )
-            except DeliveryError as exc:
-                error = exc
-            now = dt.datetime.now(dt.UTC)
+        if alert is None or channel is None or team is None:
+            return False  # erased meanwhile: the cascade takes the delivery too
+        notice = self._notice(delivery, alert, team)
+        sender = self._sender(channel)
+        error: DeliveryError | None = None
+        try:
+            async for attempt in stamina.retry_context(
+                on=TransientDeliveryError,
+                attempts=self._settings.delivery_attempts,
+                timeout=None,
+                wait_initial=self._settings.delivery_wait_initial_s,
+                wait_max=self._settings.delivery_wait_max_s,
+                wait_jitter=min(1.0, self._settings.delivery_wait_initial_s),
+            ):
+                with attempt:
+                    await self._attempt(delivery, sender, notice, last=self._is_last(attempt.num))
+        except DeliveryError as exc:
+            error = exc
+        if not await self._finish(delivery, channel.kind, error):
+            return False
+        if error is not None:
+            await self._gave_up(delivery, team, error)
+        return True
+
+    async def _finish(self, delivery: Delivery, kind: str, error: DeliveryError | None) -> bool:
+        """Stores how the delivery ended and lets the lease go; False when it was no longer
+        this notifier's (its lease ran out and another took it over)."""
+        now = dt.datetime.now(dt.UTC)
+        ended = {"status": "delivered", "delivered_at": now, "last_error": None}
+        if error is not None:
+            ended = {"status": "failed", "last_error": error.reason}
+        async with self._sessions() as session, session.begin():
             # Counted from the stored attempts: those of a notifier killed mid-way count too.
-            delivery.attempts = (
-                await session.scalar(
-                    select(func.count())
-                    .select_from(DeliveryAttempt)
-                    .where(DeliveryAttempt.delivery_id == delivery.delivery_id)
-                )
-                or 0
+            attempts = (
+                select(func.count())
+                .select_from(DeliveryAttempt)
+                .where(DeliveryAttempt.delivery_id == delivery.delivery_id)
+                .scalar_subquery()
             )
-            delivery.last_attempt_at = now
-            if error is None:
-                delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
-                metrics.DELIVERIES.labels(channel.kind, "delivered").inc()
-                return True
-            delivery.status, delivery.last_error = "failed", error.reason
-        await self._gave_up(delivery, team, error)
+            done = await session.execute(
+                update(Delivery)
+                .where(Delivery.delivery_id == delivery.delivery_id, Delivery.status == "pending")
+                .values(last_attempt_at=now, lease_until=None, attempts=attempts, **ended)
+                .returning(Delivery.attempts)
+            )
+            counted = done.scalar_one_or_none()
+        if counted is None:
+            return False
+        delivery.attempts = counted
+        if error is None:
+            metrics.DELIVERIES.labels(kind, "delivered").inc()
         return True
 
     def _is_last(self, number: int) -> bool:
@@ -342,7 +397,8 @@ class Dispatcher:
     async def _attempt(
         self, delivery: Delivery, sender: Channel, notice: Notice, last: bool
     ) -> None:
-        """One try, stored in its own transaction as soon as it ends (a kill keeps it)."""
+        """One try, stored in its own short transaction as soon as it ends (a kill keeps it),
+        which also renews the lease for the wait before the next."""
         started = time.monotonic()
         at = dt.datetime.now(dt.UTC)
         error: DeliveryError | None = None
@@ -350,6 +406,14 @@ class Dispatcher:
             await sender.send(notice)
         except DeliveryError as exc:
             error = exc
+        except Exception as exc:  # a bug or bad configuration: stop, loudly, do not loop
+            log.error(
+                "delivery.failed_unexpectedly",
+                delivery_id=delivery.delivery_id,
+                channel=delivery.channel_kind,
+                error=type(exc).__name__,
+            )
+            error = PermanentDeliveryError(f"internal-{type(exc).__name__}")
         if error is None:
             status = "delivered"
         elif isinstance(error, PermanentDeliveryError) or last:
@@ -366,6 +430,11 @@ class Dispatcher:
                     error=error.reason if error else None,
                     duration_ms=round((time.monotonic() - started) * 1000),
                 )
+            )
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.delivery_id == delivery.delivery_id)
+                .values(lease_until=func.now() + dt.timedelta(seconds=self.lease_s))
             )
         metrics.DELIVERY_ATTEMPTS.labels(delivery.channel_kind, status).inc()
         if error is not None:
@@ -387,6 +456,20 @@ class Dispatcher:
             link=f"{base}/inbox/alerts/{alert.alert_id}",
             api_link=f"{base}/v1/alerts/{alert.alert_id}",
         )
+
+    def _sender(self, row: TeamChannel) -> Channel:
+        """The channel's sender; one that cannot be built fails every notice permanently."""
+        try:
+            return self._channel(row)
+        except DecryptionFailed:
+            # Sealed under another master key: the operator must apply the team's channels
+            # again with this notifier's HUB_MASTER_KEY.
+            return _Unusable("channel-secret-unreadable")
+        except Exception as exc:  # bad configuration that validation let through
+            log.error(
+                "delivery.channel_unusable", channel_id=row.channel_id, error=type(exc).__name__
+            )
+            return _Unusable(f"internal-{type(exc).__name__}")
 
     def _channel(self, row: TeamChannel) -> Channel:
         key = (row.channel_id, row.target, row.sealed_secrets)

@@ -9,6 +9,7 @@ municipality; when none does, the fallback team(s), counted, so an operator sees
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Sequence
@@ -38,6 +39,17 @@ from services.shared.region import MUNICIPALITIES, WIJK_CODE
 NoticeName = Literal["raised", "updated", "overdue"]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
+
+
+def _one_line(value: str) -> str:
+    """Names and targets go into HTTP requests and e-mail headers: one line, trimmed."""
+    value = value.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line without control characters")
+    return value
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
 
 
 def _twente_municipality(code: str) -> str:
@@ -70,7 +82,7 @@ class ChannelSpec(BaseModel):
 
     kind: Literal["webhook", "email"]
     #: The webhook's URL, or the team's functional mailbox.
-    target: str = Field(min_length=3, max_length=2000)
+    target: OneLine = Field(min_length=3, max_length=2000)
     #: Default: a webhook hears of new and updated alerts, a mailbox of new ones.
     notices: list[NoticeName] | None = None
     #: The webhook's HMAC-SHA256 key (at least 32 characters). **Secret.**
@@ -102,7 +114,7 @@ class TeamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     team_id: str = Field(pattern=_SLUG)
-    name: str = Field(min_length=1, max_length=200)
+    name: OneLine = Field(min_length=1, max_length=200)
     purposes: list[str] = Field(min_length=1)
     municipalities: list[Annotated[str, AfterValidator(_twente_municipality)]] = Field(
         default_factory=list
@@ -150,6 +162,9 @@ class Member:
 
     member_id: str
     team: TeamView
+    #: Ties an inbox session to the credential it began with: a new token for the member
+    #: (`hub teams add-member` again) ends the sessions of the old one.
+    credential: str = ""
 
 
 def token_digest(token: str) -> bytes:
@@ -161,10 +176,21 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def _credential(digest: bytes) -> str:
+    """A short fingerprint of the token digest: enough to notice a new token, useless to log in."""
+    return hashlib.sha256(b"session:" + digest).hexdigest()[:16]
+
+
 async def authenticate(session: AsyncSession, token: str) -> Member | None:
     row = (
         await session.execute(
-            select(TeamMember.member_id, Team.team_id, Team.name, Team.purposes)
+            select(
+                TeamMember.member_id,
+                TeamMember.token_sha256,
+                Team.team_id,
+                Team.name,
+                Team.purposes,
+            )
             .join(Team, Team.team_id == TeamMember.team_id)
             .where(
                 TeamMember.token_sha256 == token_digest(token),
@@ -175,21 +201,34 @@ async def authenticate(session: AsyncSession, token: str) -> Member | None:
     ).one_or_none()
     if row is None:
         return None
-    return Member(row.member_id, TeamView(row.team_id, row.name, tuple(row.purposes)))
+    return _member(row)
 
 
-async def member_by_id(session: AsyncSession, member_id: str) -> Member | None:
-    """The member behind an inbox session, if still active (a revoked token ends the session)."""
+def _member(row: Any) -> Member:
+    team = TeamView(row.team_id, row.name, tuple(row.purposes))
+    return Member(row.member_id, team, _credential(row.token_sha256))
+
+
+async def member_by_id(session: AsyncSession, member_id: str, credential: str) -> Member | None:
+    """The member behind an inbox session, if still active with the credential the session
+    began with: a revoked member, a disabled team or a new token ends the session."""
     row = (
         await session.execute(
-            select(TeamMember.member_id, Team.team_id, Team.name, Team.purposes)
+            select(
+                TeamMember.member_id,
+                TeamMember.token_sha256,
+                Team.team_id,
+                Team.name,
+                Team.purposes,
+            )
             .join(Team, Team.team_id == TeamMember.team_id)
             .where(TeamMember.member_id == member_id, TeamMember.active, Team.active)
         )
     ).one_or_none()
     if row is None:
         return None
-    return Member(row.member_id, TeamView(row.team_id, row.name, tuple(row.purposes)))
+    member = _member(row)
+    return member if hmac.compare_digest(member.credential, credential) else None
 
 
 async def apply_team(

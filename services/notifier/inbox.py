@@ -49,6 +49,7 @@ HERE = Path(__file__).parent
 LOGIN_PATH = "/inbox/login"
 #: The session keys a login sets, and the only ones the inbox keeps.
 SESSION_MEMBER = "member_id"
+SESSION_CREDENTIAL = "credential"
 SESSION_CSRF = "csrf"
 
 #: Sent with every inbox response: the pages hold personal details and run no script.
@@ -227,6 +228,7 @@ def start_session(request: Request, member: Member) -> None:
     """
     request.session.clear()
     request.session[SESSION_MEMBER] = member.member_id
+    request.session[SESSION_CREDENTIAL] = member.credential
     request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
 
 
@@ -264,14 +266,15 @@ def inbox_router(
 
         Any login method only has to call `start_session`: the token form below does, and an
         OIDC callback would too, after verifying the ID token and finding the member by its
-        subject. A member revoked or a team disabled since the login is logged out here, on
-        their next request.
+        subject. A member revoked, a team disabled or a new token given since the login ends
+        the session here, on the next request.
         """
         member_id = request.session.get(SESSION_MEMBER)
-        if not isinstance(member_id, str):
+        credential = request.session.get(SESSION_CREDENTIAL)
+        if not isinstance(member_id, str) or not isinstance(credential, str):
             raise _LoginNeeded
         async with sessions() as session:
-            member = await member_by_id(session, member_id)
+            member = await member_by_id(session, member_id, credential)
         if member is None:
             request.session.clear()
             log.info("inbox.session_ended", member_id=member_id, reason="revoked")

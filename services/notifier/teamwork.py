@@ -224,6 +224,7 @@ class Teamwork:
                     member_id=member.member_id,
                     key_id=key_id,
                     sealed=Vault.seal_note(data_key, alert_id, text),
+                    domains=sorted(disclosed_domains(member.team.purposes)),
                 )
             )
             session.add(
@@ -239,7 +240,8 @@ class Teamwork:
             return HistoryEntry(now, member.member_id, member.team.team_id, "note", text=text)
 
     async def history(self, member: Member, alert_id: str) -> list[HistoryEntry]:
-        """Claims, outcomes and notes on the alert, oldest first; reading notes is logged."""
+        """Claims, outcomes and the notes this team may read, oldest first; reading notes is
+        logged."""
         async with self._sessions() as session, session.begin():
             alert = await self._visible(session, member, alert_id)
             actions = await session.scalars(
@@ -251,13 +253,18 @@ class Teamwork:
                 HistoryEntry(a.at, a.member_id, a.team_id, a.action, outcome=a.outcome)
                 for a in actions
             ]
-            notes = list(
-                await session.scalars(
+            # A note is read only by teams that see every domain its writer's team sees: a
+            # care worker's note may speak of health, which a debt team must not read.
+            seen = disclosed_domains(member.team.purposes)
+            notes = [
+                n
+                for n in await session.scalars(
                     select(AlertNote)
                     .where(AlertNote.alert_id == alert_id)
                     .order_by(AlertNote.at, AlertNote.id)
                 )
-            )
+                if set(n.domains) <= seen
+            ]
             if notes:
                 key_id, data_key = await current_data_key(
                     session, self._vault, alert.household_id

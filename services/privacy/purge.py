@@ -132,22 +132,26 @@ async def purge(
     for (event_type,) in deleted:
         contacts_deleted[event_type] = contacts_deleted.get(event_type, 0) + 1
 
-    # Keys a concurrent ingest holds FOR SHARE are skipped; the next run takes them.
+    # A key is an orphan when it seals nothing: no contact details and no note of a live
+    # alert. Keys a concurrent ingest holds FOR SHARE are skipped; the next run takes them.
+    sealing = or_(
+        exists().where(ContactDetail.household_id == HouseholdKey.household_id),
+        exists().where(
+            AlertNote.alert_id == Alert.alert_id,
+            Alert.household_id == HouseholdKey.household_id,
+            Alert.details_removed_at.is_(None),
+        ),
+    )
     orphans = list(
         await session.scalars(
-            select(HouseholdKey.household_id)
-            .where(~exists().where(ContactDetail.household_id == HouseholdKey.household_id))
-            .with_for_update(skip_locked=True)
+            select(HouseholdKey.household_id).where(~sealing).with_for_update(skip_locked=True)
         )
     )
     if orphans:
         # Checked again while the rows are locked: an ingest that stored details after this
         # statement's snapshot keeps its key.
         await session.execute(
-            delete(HouseholdKey).where(
-                HouseholdKey.household_id.in_(orphans),
-                ~exists().where(ContactDetail.household_id == HouseholdKey.household_id),
-            )
+            delete(HouseholdKey).where(HouseholdKey.household_id.in_(orphans), ~sealing)
         )
 
     await sender.send("PURGE", households, "retention", cutoffs=limits)

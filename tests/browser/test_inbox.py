@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import re
 import uuid
@@ -163,9 +164,11 @@ def test_the_inbox_needs_a_login_and_refuses_a_wrong_token(page: Page, hub: Hub)
     # The right token: the cookie holds the member id and a CSRF token, never the token.
     log_in(page, DEBT_TEAM)
     session = session_cookie(page)
-    assert set(session) == {"member_id", "csrf"}
+    assert set(session) == {"member_id", "credential", "csrf"}
     assert session["member_id"] == DEBT_TEAM.member_id
     assert DEBT_TEAM.token not in json.dumps(session)
+    digest = hashlib.sha256(DEBT_TEAM.token.encode()).hexdigest()
+    assert session["credential"] not in digest  # a fingerprint of it, not a part
     expect(page.locator(".team")).to_have_text(DEBT_TEAM.team_id)  # the stack names teams so
 
     page.get_by_role("button", name="Uitloggen").click()
@@ -199,6 +202,21 @@ def test_a_revoked_member_is_logged_out(page: Page, hub: Hub) -> None:
     page.reload()
     expect(page).to_have_url(re.compile(r"/inbox/login$"))
     assert not [c for c in page.context.cookies() if c["name"] == "hub_inbox"]
+
+
+def test_a_new_token_ends_the_sessions_of_the_old_one(page: Page, hub: Hub) -> None:
+    """As when a token leaked: the member gets a new one, whoever used the old is logged out."""
+    stand_in = TeamAccount(DEBT_TEAM.team_id, (), (), "schuldhulp-gelekt", "")
+    first = hub.cli("teams", "add-member", stand_in.team_id, stand_in.member_id)
+    log_in(page, stand_in, token=first.stdout.strip())
+    page.goto("/inbox")
+    expect(page).to_have_url(re.compile(r"/inbox$"))
+    renewed = hub.cli("teams", "add-member", stand_in.team_id, stand_in.member_id)
+    assert renewed.returncode == 0 and renewed.stdout != first.stdout
+    page.reload()
+    expect(page).to_have_url(re.compile(r"/inbox/login$"))
+    log_in(page, stand_in, token=renewed.stdout.strip())
+    expect(page).to_have_url(re.compile(r"/inbox$"))
 
 
 def test_each_team_sees_only_its_own_alerts(new_page: Callable[[], Page], hub: Hub) -> None:

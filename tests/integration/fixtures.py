@@ -234,7 +234,8 @@ def delivery_env(mail: SmtpSink) -> dict[str, str]:
         "HUB_DELIVERY_ATTEMPTS": "5",
         "HUB_DELIVERY_WAIT_INITIAL_S": "0.05",
         "HUB_DELIVERY_WAIT_MAX_S": "0.2",
-        "HUB_DELIVERY_TIMEOUT_S": "5",
+        # Short: a killed notifier's lease (wait + 4 timeouts + 5 s) runs out in 13 s.
+        "HUB_DELIVERY_TIMEOUT_S": "2",
         "HUB_SMTP_HOST": mail.host,
         "HUB_SMTP_PORT": str(mail.port),
         "HUB_SMTP_FROM": "hub@hub.test",

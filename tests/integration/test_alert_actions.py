@@ -15,6 +15,7 @@ from services.shared.kafka import topic_partitions
 from services.shared.region import AMSTERDAM
 from services.shared.topics import alert_outcomes_topic
 from tests.integration.fixtures import (
+    CARE_TEAM,
     DEBT_ONLY_TEAM,
     DEBT_TEAM,
     HENGELO_TEAM,
@@ -24,7 +25,12 @@ from tests.integration.fixtures import (
     service_metric,
     wait_for,
 )
-from tests.integration.test_privacy import accepted, alert_with, household_of
+from tests.integration.test_privacy import (
+    accepted,
+    alert_with,
+    household_of,
+    multi_domain_household,
+)
 from tests.integration.test_rules_live import alerts_closed, wait_until_closed
 
 pytestmark = pytest.mark.integration
@@ -229,3 +235,20 @@ def test_a_note_is_kept_sealed_shown_to_the_team_with_who_and_when_and_its_readi
     assert hub.query("select action from alert_actions where alert_id = :a", a=alert_id) == [
         ("note",)
     ]
+
+
+def test_a_care_workers_note_is_not_read_by_a_debt_team(hub: Hub) -> None:
+    """Notes follow purpose binding: a note may speak of health (Wgs art. 8b)."""
+    alert_id, _ = multi_domain_household(hub)
+    path = f"/v1/alerts/{alert_id}"
+    care_note = "GGZ-canary: crisisdienst was betrokken"
+    debt_note = "Schuld-canary: betalingsregeling besproken"
+    assert team_post(hub, f"{path}/notes", CARE_TEAM.token, {"text": care_note}).status_code == 201
+    assert team_post(hub, f"{path}/notes", DEBT_TEAM.token, {"text": debt_note}).status_code == 201
+
+    def texts(token: str) -> list[str]:
+        return [h["text"] for h in hub.team_get(f"{path}/history", token).json()]
+
+    assert texts(DEBT_TEAM.token) == [debt_note]
+    assert texts(CARE_TEAM.token) == [care_note]  # the debt note holds debt details
+    assert "GGZ-canary" not in hub.team_get(f"{path}/history", DEBT_TEAM.token).text

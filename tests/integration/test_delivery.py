@@ -246,7 +246,8 @@ def test_a_mailbox_gets_a_notice_without_personal_details_and_the_lead_the_overd
     assert household not in body
     # The synthetic dates lie in the past: the deadline has passed, the team lead hears of it.
     overdue = wait_for(lambda: mail_to("teamleider@gemeente.test"), "the lead's overdue e-mail")
-    assert len(overdue) == 1 and "termijn" in overdue[0]["Subject"]
+    assert len(overdue) == 1 and ".overdue." in overdue[0]["X-Hub-Idempotency-Key"]
+    assert "over de termijn" in overdue[0]["Subject"].lower()
 
 
 def test_killing_the_notifier_mid_delivery_delivers_every_alert_and_each_key_is_accepted_once(

@@ -119,3 +119,18 @@ def test_the_idempotency_key_names_alert_version_notice_and_channel() -> None:
         )
         == 8
     )
+
+
+def test_a_name_or_target_over_several_lines_is_refused() -> None:
+    """A YAML folded scalar (`name: >`) ends in a newline: it would break e-mail headers."""
+    good = {"team_id": "t", "purposes": ["care"], "municipalities": ["GM0153"]}
+    with pytest.raises(ValidationError, match="one line"):
+        TeamSpec.model_validate({**good, "name": "Wijkteam\nEnschede"})
+    assert TeamSpec.model_validate({**good, "name": " Wijkteam Enschede\n"}).name == (
+        "Wijkteam Enschede"
+    )
+    hook = {"kind": "webhook", "target": "https://x.test/h\n", "secret": "s" * 32}
+    assert (
+        TeamSpec.model_validate({**good, "name": "t", "channels": [hook]}).channels[0].target
+        == "https://x.test/h"
+    )

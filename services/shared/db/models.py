@@ -325,6 +325,8 @@ class Delivery(Base):
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     replayed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Until when a notifier is sending it; a crashed one's lease runs out and another goes on.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeliveryAttempt(Base):
@@ -369,3 +371,6 @@ class AlertNote(Base):
     member_id: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(String(36))
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The domains the writer's purposes disclose: only a team that sees all of them may read
+    #: the note (a care worker's note may speak of health; a debt team must not read it).
+    domains: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
