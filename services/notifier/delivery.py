@@ -4,8 +4,9 @@ Routing and queueing happen in the transaction that stores the alert (or marks i
 an alert stored is an alert routed to the inbox of its team(s), and a notice queued in the
 `deliveries` outbox for each of their webhooks and mailboxes that want it.
 
-The dispatcher sends the outbox. Each delivery is held with a row lock while it is tried
-(a second notifier skips it; a killed one releases it at once), with retries by stamina:
+The dispatcher sends the outbox. A notifier claims a delivery with a lease (`lease_until`),
+renewed at every attempt, so no transaction stays open while a receiver is waited for; a
+killed notifier's lease runs out and another notifier goes on. Retries are stamina's:
 exponential backoff with a cap, no retry after a permanent error. Every attempt is stored in
 `delivery_attempts` as it ends. When the last attempt fails the operator is warned: a metric,
 a log event, and at most one e-mail per team per day. Delivery is at-least-once: a receiver
@@ -20,6 +21,7 @@ import datetime as dt
 import functools
 import time
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -60,8 +62,6 @@ log = get_logger("hub.notifier.delivery")
 
 #: How often the dispatcher looks at the outbox when nothing woke it.
 POLL_S = 1.0
-#: Alerts the sweep routes in one round at most (the rest in the next).
-SWEEP_BATCH = 1000
 
 
 def idempotency_key(alert_id: str, version: int, notice: str, channel_id: int) -> str:
@@ -181,7 +181,6 @@ async def route_unrouted(session: AsyncSession) -> int:
                 )
             )
             .order_by(Alert.alert_id)
-            .limit(SWEEP_BATCH)
             .with_for_update(skip_locked=True)
         )
     )
@@ -311,25 +310,32 @@ class Dispatcher:
         if task.result():  # something was sent: the channel's next notice may go now
             self.wake()
 
-    async def _claim(self, delivery_id: int) -> bool:
-        """Takes the delivery for `lease_s`, unless another notifier has it; a short
-        transaction, so nothing is held while the receiver is waited for."""
+    async def _renew(self, lease: _Lease, *, claim: bool = False) -> bool:
+        """Takes the delivery (`claim`) or extends the lease this notifier holds, for
+        `lease_s`; False when another notifier has it. A short transaction each time."""
+        held = (
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < func.now())
+            if claim
+            else Delivery.lease_until == lease.until
+        )
         async with self._sessions() as session, session.begin():
-            taken = await session.execute(
+            until = await session.scalar(
                 update(Delivery)
                 .where(
-                    Delivery.delivery_id == delivery_id,
-                    Delivery.status == "pending",
-                    or_(Delivery.lease_until.is_(None), Delivery.lease_until < func.now()),
+                    Delivery.delivery_id == lease.delivery_id, Delivery.status == "pending", held
                 )
                 .values(lease_until=func.now() + dt.timedelta(seconds=self.lease_s))
-                .returning(Delivery.delivery_id)
+                .returning(Delivery.lease_until)
             )
-            return taken.scalar_one_or_none() is not None
+        if until is None:
+            return False
+        lease.until = until
+        return True
 
     async def _deliver(self, delivery_id: int) -> bool:
         """Tries one delivery to the end; False when another notifier has it."""
-        if not await self._claim(delivery_id):
+        lease = _Lease(delivery_id)
+        if not await self._renew(lease, claim=True):
             return False
         async with self._sessions() as session:
             delivery = await session.get(Delivery, delivery_id)
@@ -353,16 +359,23 @@ class Dispatcher:
                 wait_jitter=min(1.0, self._settings.delivery_wait_initial_s),
             ):
                 with attempt:
-                    await self._attempt(delivery, sender, notice, last=self._is_last(attempt.num))
+                    await self._attempt(
+                        lease, delivery, sender, notice, last=self._is_last(attempt.num)
+                    )
+        except _LeaseLost:
+            log.warning("delivery.lease_lost", delivery_id=delivery_id)
+            return False
         except DeliveryError as exc:
             error = exc
-        if not await self._finish(delivery, channel.kind, error):
+        if not await self._finish(lease, delivery, channel.kind, error):
             return False
         if error is not None:
             await self._gave_up(delivery, team, error)
         return True
 
-    async def _finish(self, delivery: Delivery, kind: str, error: DeliveryError | None) -> bool:
+    async def _finish(
+        self, lease: _Lease, delivery: Delivery, kind: str, error: DeliveryError | None
+    ) -> bool:
         """Stores how the delivery ended and lets the lease go; False when it was no longer
         this notifier's (its lease ran out and another took it over)."""
         now = dt.datetime.now(dt.UTC)
@@ -379,7 +392,11 @@ class Dispatcher:
             )
             done = await session.execute(
                 update(Delivery)
-                .where(Delivery.delivery_id == delivery.delivery_id, Delivery.status == "pending")
+                .where(
+                    Delivery.delivery_id == delivery.delivery_id,
+                    Delivery.status == "pending",
+                    Delivery.lease_until == lease.until,
+                )
                 .values(last_attempt_at=now, lease_until=None, attempts=attempts, **ended)
                 .returning(Delivery.attempts)
             )
@@ -395,15 +412,19 @@ class Dispatcher:
         return number >= self._settings.delivery_attempts
 
     async def _attempt(
-        self, delivery: Delivery, sender: Channel, notice: Notice, last: bool
+        self, lease: _Lease, delivery: Delivery, sender: Channel, notice: Notice, last: bool
     ) -> None:
-        """One try, stored in its own short transaction as soon as it ends (a kill keeps it),
-        which also renews the lease for the wait before the next."""
+        """One try, stored in its own short transaction as soon as it ends (a kill keeps it);
+        then the lease is renewed for the wait before the next."""
         started = time.monotonic()
         at = dt.datetime.now(dt.UTC)
         error: DeliveryError | None = None
         try:
-            await sender.send(notice)
+            # The whole attempt within the part of the lease it was given.
+            async with asyncio.timeout(4 * self._settings.delivery_timeout_s):
+                await sender.send(notice)
+        except TimeoutError:
+            error = TransientDeliveryError("attempt-timeout")
         except DeliveryError as exc:
             error = exc
         except Exception as exc:  # a bug or bad configuration: stop, loudly, do not loop
@@ -431,13 +452,10 @@ class Dispatcher:
                     duration_ms=round((time.monotonic() - started) * 1000),
                 )
             )
-            await session.execute(
-                update(Delivery)
-                .where(Delivery.delivery_id == delivery.delivery_id)
-                .values(lease_until=func.now() + dt.timedelta(seconds=self.lease_s))
-            )
         metrics.DELIVERY_ATTEMPTS.labels(delivery.channel_kind, status).inc()
         if error is not None:
+            if not await self._renew(lease):
+                raise _LeaseLost
             raise error
 
     def _notice(self, delivery: Delivery, alert: Alert, team: Team) -> Notice:
@@ -554,6 +572,18 @@ class Dispatcher:
         log.warning("operator_warning.sent", team=team.team_id, day=day.isoformat())
 
 
+@dataclass
+class _Lease:
+    """The lease this notifier holds on a delivery: its end, as the database set it."""
+
+    delivery_id: int
+    until: dt.datetime | None = None
+
+
+class _LeaseLost(Exception):
+    """The lease ran out and another notifier took the delivery over (or it was settled)."""
+
+
 class _Unusable:
     """A channel that cannot be built: every notice fails permanently, with the reason."""
 
@@ -606,7 +636,7 @@ async def replay(
             Delivery.status != "pending",
             sendable,
         )
-        .values(status="pending", replayed_at=func.now())
+        .values(status="pending", replayed_at=func.now(), lease_until=None)
         .returning(Delivery.delivery_id)
     )
     if team_id is not None:

@@ -44,6 +44,8 @@ _SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
 def _one_line(value: str) -> str:
     """Names and targets go into HTTP requests and e-mail headers: one line, trimmed."""
     value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("must be one line without control characters")
     return value

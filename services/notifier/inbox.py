@@ -277,7 +277,8 @@ def inbox_router(
             member = await member_by_id(session, member_id, credential)
         if member is None:
             request.session.clear()
-            log.info("inbox.session_ended", member_id=member_id, reason="revoked")
+            # Revoked, team disabled, or a new token given: the session's credential is gone.
+            log.info("inbox.session_ended", member_id=member_id)
             raise _LoginNeeded
         request.state.member = member
         return member

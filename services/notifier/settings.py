@@ -5,6 +5,7 @@ The teams themselves, their members and channels live in PostgreSQL (`hub teams`
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
@@ -69,7 +70,8 @@ class NotifierSettings(HubSettings, DatabaseSettings, VaultSettings):
                 "HUB_NOTIFIER_SESSION_SECRET must be a random secret of at least 32 characters "
                 "in production (inbox logins would not survive a restart or a second replica)"
             )
-        if "127.0.0.1" in self.notifier_public_url or "localhost" in self.notifier_public_url:
+        host = urlsplit(self.notifier_public_url).hostname
+        if host in (None, "localhost", "127.0.0.1", "::1", "0.0.0.0"):
             raise ConfigurationError(
                 "HUB_NOTIFIER_PUBLIC_URL must be the address teams reach the notifier at in "
                 "production: links in webhooks and e-mails point there"
