@@ -290,22 +290,78 @@ def test_a_disabled_teams_open_alerts_go_to_the_next_team_in_line(
     hub: Hub, tmp_path: Path, wijk: str, secret: str
 ) -> None:
     team = "wijk-opgeheven"
-    with WebhookReceiver(secret.encode(), always_fail=True) as receiver:
+    with WebhookReceiver(secret.encode(), hold_first=True) as receiver:
         apply_teams(hub, tmp_path, [webhook_team(team, wijk, receiver)], HOOK_SECRET=secret)
-        alert_id = twente_match(hub, wijk)
-        assert wait_for(lambda: routes(hub, alert_id), "the route") == {team: "wijk"}
+        first = twente_match(hub, wijk)
+        assert receiver.first_request.wait(60), "no delivery reached the receiver"
+        # The second alert's notice waits behind the first, which the receiver holds.
+        second = twente_match(hub, wijk)
+        assert wait_for(lambda: deliveries(hub, second), "the second notice queued")[0][1] == (
+            "pending"
+        )
         assert hub.cli("teams", "disable", team).returncode == 0
+        receiver.release()
+        # Its webhook will not send any more: what was queued is settled, for a replay.
+        assert hub.query(
+            "select status, last_error from deliveries where alert_id = :a", a=second
+        ) == [("failed", "team-disabled")]
 
-    def rerouted() -> dict[str, str] | None:
+    def rerouted(alert_id: str) -> dict[str, str] | None:
         found = routes(hub, alert_id)
         return found if len(found) > 1 else None
 
-    # The municipality's debt teams take it over; the disabled team keeps its history.
-    found = wait_for(rerouted, "the sweep to route the alert to Enschede's debt teams")
-    assert found[team] == "wijk" and found[REGIONAL_TEAM.team_id] == "municipality"
-    assert hub.team_get(f"/v1/alerts/{alert_id}", REGIONAL_TEAM.token).status_code == 200
-    # Its webhook will not send any more: what was queued is settled, for a replay elsewhere.
-    (status, error) = hub.query(
-        "select status, last_error from deliveries where alert_id = :a", a=alert_id
-    )[0]
-    assert status == "failed" and error in ("team-disabled", "http-503")
+    # The municipality's debt teams take both over; the disabled team keeps its history.
+    for alert_id in (first, second):
+        found = wait_for(lambda a=alert_id: rerouted(a), "the sweep to route it onwards")
+        assert found[team] == "wijk" and found[REGIONAL_TEAM.team_id] == "municipality"
+        assert hub.team_get(f"/v1/alerts/{alert_id}", REGIONAL_TEAM.token).status_code == 200
+    assert receiver.accepted_keys() == [deliveries(hub, first)[0][4]]
+
+
+def test_a_permanent_refusal_is_tried_once_and_given_up(
+    hub: Hub, tmp_path: Path, wijk: str, secret: str
+) -> None:
+    team = "wijk-weigert"
+    with WebhookReceiver(secret.encode(), always_fail=True, fail_status=404) as gone:
+        apply_teams(hub, tmp_path, [webhook_team(team, wijk, gone)], HOOK_SECRET=secret)
+        alert_id = twente_match(hub, wijk)
+
+        def given_up() -> list[Any] | None:
+            rows = deliveries(hub, alert_id)
+            return rows if rows and rows[0][1] == "failed" else None
+
+        (row,) = wait_for(given_up, "the delivery given up")
+    assert gone.requests == 1 and row[2] == 1
+    assert attempt_statuses(hub, row[0]) == ["failed"]
+    assert hub.query("select last_error from deliveries where delivery_id = :d", d=row[0]) == [
+        ("http-404",)
+    ]
+    assert (
+        service_metric(
+            hub, "notifier", "hub_notifier_deliveries_gave_up_total", channel="webhook", team=team
+        )
+        == 1
+    )
+
+
+def test_a_webhook_behind_oauth2_gets_its_token_from_the_teams_file(
+    hub: Hub, tmp_path: Path, wijk: str, secret: str
+) -> None:
+    client = ("twente-hub", "client-secret-of-the-case-system")
+    with WebhookReceiver(secret.encode(), oauth_client=client) as receiver:
+        team = webhook_team("wijk-oauth", wijk, receiver)
+        team["channels"][0]["oauth"] = {
+            "token_url": receiver.token_url,
+            "client_id": client[0],
+            "client_secret": "env:OAUTH_SECRET",
+        }
+        apply_teams(hub, tmp_path, [team], HOOK_SECRET=secret, OAUTH_SECRET=client[1])
+        alerts = {twente_match(hub, wijk), twente_match(hub, wijk)}
+        receiver.wait_accepted(2)
+    assert {e["data"]["alert_id"] for e in receiver.accepted} == alerts
+    assert receiver.tokens_issued == 1 and receiver.bad_tokens == 0  # one token, reused
+    stored = hub.query(
+        "select sealed_secrets from team_channels c join teams t using (team_id) "
+        "where t.team_id = 'wijk-oauth'"
+    )
+    assert client[1].encode() not in bytes(stored[0][0])
