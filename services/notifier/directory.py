@@ -183,7 +183,8 @@ def _credential(digest: bytes) -> str:
     return hashlib.sha256(b"session:" + digest).hexdigest()[:16]
 
 
-async def authenticate(session: AsyncSession, token: str) -> Member | None:
+async def _active_member(session: AsyncSession, which: Any) -> Member | None:
+    """The active member of an active team that `which` selects, or None."""
     row = (
         await session.execute(
             select(
@@ -194,43 +195,26 @@ async def authenticate(session: AsyncSession, token: str) -> Member | None:
                 Team.purposes,
             )
             .join(Team, Team.team_id == TeamMember.team_id)
-            .where(
-                TeamMember.token_sha256 == token_digest(token),
-                TeamMember.active,
-                Team.active,
-            )
+            .where(which, TeamMember.active, Team.active)
         )
     ).one_or_none()
     if row is None:
         return None
-    return _member(row)
-
-
-def _member(row: Any) -> Member:
     team = TeamView(row.team_id, row.name, tuple(row.purposes))
     return Member(row.member_id, team, _credential(row.token_sha256))
+
+
+async def authenticate(session: AsyncSession, token: str) -> Member | None:
+    return await _active_member(session, TeamMember.token_sha256 == token_digest(token))
 
 
 async def member_by_id(session: AsyncSession, member_id: str, credential: str) -> Member | None:
     """The member behind an inbox session, if still active with the credential the session
     began with: a revoked member, a disabled team or a new token ends the session."""
-    row = (
-        await session.execute(
-            select(
-                TeamMember.member_id,
-                TeamMember.token_sha256,
-                Team.team_id,
-                Team.name,
-                Team.purposes,
-            )
-            .join(Team, Team.team_id == TeamMember.team_id)
-            .where(TeamMember.member_id == member_id, TeamMember.active, Team.active)
-        )
-    ).one_or_none()
-    if row is None:
+    member = await _active_member(session, TeamMember.member_id == member_id)
+    if member is None or not hmac.compare_digest(member.credential, credential):
         return None
-    member = _member(row)
-    return member if hmac.compare_digest(member.credential, credential) else None
+    return member
 
 
 async def apply_team(

@@ -25,6 +25,7 @@ from tests.integration.fixtures import (
     service_metric,
     wait_for,
 )
+from tests.integration.test_channels import DATA_FIELDS
 from tests.integration.test_privacy import accepted, alert_with
 
 pytestmark = pytest.mark.integration
@@ -124,16 +125,7 @@ def test_a_webhook_that_fails_three_times_then_recovers_gets_each_alert_once(
     assert receiver.requests == 5  # three refusals, then one each
     event = receiver.accepted[0]
     assert event["type"] == "nl.twente-hub.alert.raised"
-    assert set(event["data"]) == {
-        "alert_id",
-        "alert_version",
-        "rule_id",
-        "priority",
-        "deadline",
-        "team_id",
-        "link",
-        "api_link",
-    }
+    assert set(event["data"]) == DATA_FIELDS
     assert event["data"]["link"] == f"{hub.stack.url('notifier')}/inbox/alerts/{first}"
 
     def delivered() -> list[Any] | None:
