@@ -36,7 +36,8 @@ deliveries_app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console()
-err = Console(stderr=True)
+# Errors are one line each (file: field: message), for people and for grep: never wrapped.
+err = Console(stderr=True, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
