@@ -94,7 +94,7 @@ PARTNER_TYPE_NL = {
 ACTION_NL = {"claim": "Geclaimd", "outcome": "Afgesloten", "note": "Notitie"}
 
 # Where a login may send the member on: the list or one alert, nothing else (no open redirect).
-_NEXT = re.compile(r"^/inbox(/alerts/[A-Za-z0-9-]{1,64})?$")
+_NEXT = re.compile(r"/inbox(/alerts/[A-Za-z0-9-]{1,64})?")  # whole string: fullmatch
 
 
 def _date(value: dt.date | None) -> str:
@@ -198,7 +198,7 @@ class _InboxRoute(APIRoute):
             except _LoginNeeded:
                 # Back to the alert after the login, as from a notice's link.
                 wanted = request.url.path
-                on = wanted != "/inbox" and _NEXT.match(wanted)
+                on = wanted != "/inbox" and _NEXT.fullmatch(wanted)
                 target = LOGIN_PATH + (f"?volgende={quote(wanted)}" if on else "")
                 response = RedirectResponse(target, status.HTTP_303_SEE_OTHER)
             except _Refused as refusal:
@@ -457,7 +457,7 @@ def inbox_router(
 
 
 def _safe_next(wanted: str) -> str:
-    return wanted if _NEXT.match(wanted) else "/inbox"
+    return wanted if _NEXT.fullmatch(wanted) else "/inbox"
 
 
 def _conflict_message(view: dict[str, Any]) -> str:
