@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -24,6 +24,7 @@ from typing import Any, Self
 import httpx
 
 from services.cli.infra import free_port
+from services.ingest.registry import PartnerSpec, ensure_partner
 from services.notifier.directory import TeamSpec, add_member, apply_team
 from services.shared.config import DatabaseSettings, HubSettings, VaultSettings
 from services.shared.db.migrate import upgrade
@@ -37,11 +38,24 @@ READY_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class PartnerAccount:
+    """A partner of the registry with the API key handed out for this run."""
+
     partner_id: str
     partner_type: str
     api_key: str
     event_types: tuple[str, ...]
     may_send_bsn: bool = False
+
+    def spec(self) -> PartnerSpec:
+        return PartnerSpec.model_validate(
+            {
+                "partner_id": self.partner_id,
+                "name": self.partner_id,
+                "partner_type": self.partner_type,
+                "event_types": list(self.event_types),
+                "may_send_bsn": self.may_send_bsn,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -81,13 +95,15 @@ class MemberAccount:
     token: str
 
 
-async def install_teams(
+async def install_directory(
     database_url: str,
     master_key: str,
     teams: Iterable[TeamSpec],
     members: Iterable[TeamAccount | MemberAccount],
+    partners: Iterable[PartnerAccount],
 ) -> None:
-    """Writes teams, and members with their known tokens, into the directory."""
+    """Writes teams, members with their known tokens, and partners with their known API keys
+    into the database, as `hub teams` and `hub partners` would."""
     from services.shared.crypto import Vault
     from services.shared.db.engine import make_engine, make_sessionmaker
 
@@ -99,6 +115,8 @@ async def install_teams(
                 await apply_team(session, Vault(settings), team)
             for member in members:
                 await add_member(session, member.team_id, member.member_id, member.token)
+            for partner in partners:
+                await ensure_partner(session, partner.spec(), partner.api_key)
     finally:
         await engine.dispose()
 
@@ -197,7 +215,6 @@ class HubStack:
             "HUB_MASTER_KEY": self.master_key,
             "HUB_LOG_JSON": "true",
             "HUB_LOG_LEVEL": "WARNING",
-            "HUB_INGEST_PARTNERS": json.dumps([asdict(p) for p in self.partners]),
             **self.extra_env,
         }
 
@@ -217,11 +234,12 @@ class HubStack:
             self.own_database = False  # made; a second start uses it
         upgrade(DatabaseSettings(database_url=self.database_url))
         asyncio.run(
-            install_teams(
+            install_directory(
                 self.database_url,
                 self.master_key,
                 [*self.more_teams, *(t.spec() for t in self.members)],
                 [*self.members, *self.more_members],
+                self.partners,
             )
         )
         asyncio.run(create_topics(self.hub_settings))

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.ingest import metrics
 from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.records import build_record, contact_details
-from services.ingest.settings import IngestSettings, PartnerKey
+from services.ingest.registry import RegisteredPartner, authenticate
+from services.ingest.settings import IngestSettings
 from services.shared.avro import AvroCodec
 from services.shared.crypto import Vault
 from services.shared.db.contacts import store_contact
@@ -33,7 +34,6 @@ from services.shared.identity import Pseudonymiser
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
 from services.shared.region import AMSTERDAM
-from services.shared.tokens import TokenIndex
 from services.shared.topics import source_topic
 
 log = get_logger("hub.ingest")
@@ -62,7 +62,6 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def create_app(settings: IngestSettings) -> FastAPI:
     codec = AvroCodec(settings.schemas_dir)
     pseudonyms = Pseudonymiser(settings)
-    partners = TokenIndex((p.api_key, p) for p in settings.ingest_partners)
     producer_box: dict[str, AIOKafkaProducer] = {}
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)
@@ -73,9 +72,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
         producer = make_producer(settings)
         await producer.start()
         producer_box["producer"] = producer
-        log.info(
-            "ingest.started", kafka=settings.kafka_bootstrap, partners=len(settings.ingest_partners)
-        )
+        log.info("ingest.started", kafka=settings.kafka_bootstrap)
         try:
             yield
         finally:
@@ -103,8 +100,11 @@ def create_app(settings: IngestSettings) -> FastAPI:
 
     async def authenticated(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> PartnerKey:
-        partner = partners.find(credentials.credentials) if credentials else None
+    ) -> RegisteredPartner:
+        partner = None
+        if credentials is not None:
+            async with sessions() as session:
+                partner = await authenticate(session, credentials.credentials)
         if partner is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -182,7 +182,7 @@ class _Publisher:
             "message": f"lies {ahead} days after today; at most {self._tolerance_days} allowed",
         }
 
-    async def __call__(self, event: PartnerEvent, partner: PartnerKey) -> str:
+    async def __call__(self, event: PartnerEvent, partner: RegisteredPartner) -> str:
         record = build_record(
             event,
             partner.partner_id,
@@ -215,7 +215,7 @@ def _add_event_route(app: FastAPI, publisher: _Publisher, authenticated: Any) ->
 
     async def publish(
         body: model,  # type: ignore[valid-type]
-        partner: Annotated[PartnerKey, Depends(authenticated)],
+        partner: Annotated[RegisteredPartner, Depends(authenticated)],
     ) -> JSONResponse:
         event = cast(PartnerEvent, body)  # FastAPI validated it as this type's model
         if event_type not in partner.event_types:

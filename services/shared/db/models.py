@@ -374,3 +374,36 @@ class AlertNote(Base):
     #: The domains the writer's purposes disclose: only a team that sees all of them may read
     #: the note (a care worker's note may speak of health; a debt team must not read it).
     domains: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
+
+
+class Partner(Base):
+    """A partner that publishes events: its type, what it may publish, whether it may send a
+    BSN. Its API keys are in `partner_api_keys`."""
+
+    __tablename__ = "partners"
+
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    partner_type: Mapped[str] = mapped_column(String(32))
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    may_send_bsn: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class PartnerApiKey(Base):
+    """The SHA-256 of one of a partner's API keys; after a rotation the old key expires."""
+
+    __tablename__ = "partner_api_keys"
+
+    key_id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(
+        ForeignKey("partners.partner_id", ondelete="CASCADE"), index=True
+    )
+    key_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
