@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
 
 from aiokafka import AIOKafkaProducer
+from cachetools import TTLCache
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.ingest import metrics
 from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.records import build_record, contact_details
-from services.ingest.registry import RegisteredPartner, authenticate
+from services.ingest.registry import RegisteredPartner, authenticate, key_digest
 from services.ingest.settings import IngestSettings
 from services.shared.avro import AvroCodec
 from services.shared.crypto import Vault
@@ -98,13 +99,25 @@ def create_app(settings: IngestSettings) -> FastAPI:
         ]
         return JSONResponse({"errors": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
+    # Key digest -> the partner holding it (or None: refused), for ingest_key_cache_s seconds.
+    known: TTLCache[bytes, RegisteredPartner | None] = TTLCache(
+        maxsize=10_000,
+        ttl=settings.ingest_key_cache_s or 1.0,  # unused when 0
+    )
+
     async def authenticated(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> RegisteredPartner:
         partner = None
         if credentials is not None:
-            async with sessions() as session:
-                partner = await authenticate(session, credentials.credentials)
+            digest = key_digest(credentials.credentials)
+            if digest in known:
+                partner = known[digest]
+            else:
+                async with sessions() as session:
+                    partner = await authenticate(session, credentials.credentials)
+                if settings.ingest_key_cache_s:
+                    known[digest] = partner
         if partner is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -230,7 +230,10 @@ OPERATOR_EMAIL = "operator@hub.test"
 
 
 def delivery_env(mail: SmtpSink) -> dict[str, str]:
+    """The session hub's settings: quick delivery retries, the SMTP sink, and ingest asking
+    the partner registry on every request (a disabled key is refused at once)."""
     return {
+        "HUB_INGEST_KEY_CACHE_S": "0",
         "HUB_DELIVERY_ATTEMPTS": "5",
         "HUB_DELIVERY_WAIT_INITIAL_S": "0.05",
         "HUB_DELIVERY_WAIT_MAX_S": "0.2",
