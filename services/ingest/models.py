@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.shared.events import EventType
+from services.shared.events import CreditorType, EventType
 from services.shared.identity import (
     bsn_is_valid,
     normalise_name,
@@ -22,20 +22,6 @@ from services.shared.identity import (
     parse_house_number,
 )
 from services.shared.region import MUNICIPALITIES, WIJK_CODE, wijk_belongs_to
-
-
-class CreditorType(StrEnum):
-    ENERGIE = "ENERGIE"
-    HUUR = "HUUR"
-    HYPOTHEEK = "HYPOTHEEK"
-    CAK_ZORGVERZEKERINGEN = "CAK_ZORGVERZEKERINGEN"
-    ZORG = "ZORG"
-    WATER = "WATER"
-    DUO = "DUO"
-    BELASTINGDIENST = "BELASTINGDIENST"
-    CAK_EIGEN_BIJDRAGE = "CAK_EIGEN_BIJDRAGE"
-    OVERIGE = "OVERIGE"
-    DIENST_TOESLAGEN = "DIENST_TOESLAGEN"
 
 
 class CrisisKind(StrEnum):

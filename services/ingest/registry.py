@@ -22,24 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.shared.db.models import Partner, PartnerApiKey
 from services.shared.errors import ConfigurationError
-from services.shared.events import EventType
+from services.shared.events import CreditorType, EventType
 
 #: The DDAS creditor types: they publish debt signals.
-CREDITOR_TYPES: Final = frozenset(
-    {
-        "ENERGIE",
-        "HUUR",
-        "HYPOTHEEK",
-        "CAK_ZORGVERZEKERINGEN",
-        "ZORG",
-        "WATER",
-        "DUO",
-        "BELASTINGDIENST",
-        "CAK_EIGEN_BIJDRAGE",
-        "OVERIGE",
-        "DIENST_TOESLAGEN",
-    }
-)
+CREDITOR_TYPES: Final = frozenset(t.value for t in CreditorType)
 #: Partner type -> the event types a partner of that type may be allowed to publish.
 ALLOWED_TYPES: Final[dict[str, frozenset[EventType]]] = {
     **{t: frozenset({EventType.DEBT_SIGNAL}) for t in CREDITOR_TYPES},

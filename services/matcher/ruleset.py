@@ -40,26 +40,12 @@ from services.matcher.rules import (
 )
 from services.shared.config import REPO_ROOT
 from services.shared.errors import ConfigurationError
-from services.shared.events import FAMILIES, Domain, EventType
+from services.shared.events import FAMILIES, CreditorType, Domain, EventType
 from services.shared.identity import event_id
 from services.shared.outcomes import KnownOutcome
 from services.shared.purposes import check_rule
 
 DEFAULT_RULES_FILE = REPO_ROOT / "rules" / "baseline.yaml"
-
-CreditorType = Literal[
-    "ENERGIE",
-    "HUUR",
-    "HYPOTHEEK",
-    "CAK_ZORGVERZEKERINGEN",
-    "ZORG",
-    "WATER",
-    "DUO",
-    "BELASTINGDIENST",
-    "CAK_EIGEN_BIJDRAGE",
-    "OVERIGE",
-    "DIENST_TOESLAGEN",
-]
 
 
 class _Strict(BaseModel):

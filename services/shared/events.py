@@ -16,6 +16,22 @@ class EventType(StrEnum):
     CARE_INDICATION = "care-indication"
 
 
+class CreditorType(StrEnum):
+    """The creditor types of DDAS, the national data standard for early debt signals."""
+
+    ENERGIE = "ENERGIE"
+    HUUR = "HUUR"
+    HYPOTHEEK = "HYPOTHEEK"
+    CAK_ZORGVERZEKERINGEN = "CAK_ZORGVERZEKERINGEN"
+    ZORG = "ZORG"
+    WATER = "WATER"
+    DUO = "DUO"
+    BELASTINGDIENST = "BELASTINGDIENST"
+    CAK_EIGEN_BIJDRAGE = "CAK_EIGEN_BIJDRAGE"
+    OVERIGE = "OVERIGE"
+    DIENST_TOESLAGEN = "DIENST_TOESLAGEN"
+
+
 class Domain(StrEnum):
     """Problem domains the matcher correlates across."""
 
