@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.ingest import metrics
 from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.records import build_record, contact_details
-from services.ingest.registry import RegisteredPartner, authenticate, key_digest
+from services.ingest.registry import RegisteredPartner, authenticate
 from services.ingest.settings import IngestSettings
 from services.shared.avro import AvroCodec
 from services.shared.crypto import Vault
@@ -35,6 +35,7 @@ from services.shared.identity import Pseudonymiser
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
 from services.shared.region import AMSTERDAM
+from services.shared.tokens import token_digest
 from services.shared.topics import source_topic
 
 log = get_logger("hub.ingest")
@@ -110,7 +111,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
     ) -> RegisteredPartner:
         partner = None
         if credentials is not None:
-            digest = key_digest(credentials.credentials)
+            digest = token_digest(credentials.credentials)
             if digest in known:
                 partner = known[digest]
             else:

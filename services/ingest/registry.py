@@ -10,8 +10,6 @@ companies, DESIGN.md §2).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import secrets
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.shared.db.models import Partner, PartnerApiKey
 from services.shared.errors import ConfigurationError
 from services.shared.events import CreditorType, EventType
+from services.shared.tokens import issue_token, token_digest
 
 #: The DDAS creditor types: they publish debt signals.
 CREDITOR_TYPES: Final = frozenset(t.value for t in CreditorType)
@@ -76,11 +75,6 @@ class RegisteredPartner:
     may_send_bsn: bool
 
 
-def key_digest(key: str) -> bytes:
-    """API keys are 256-bit random strings: one SHA-256 is a safe way to keep and find them."""
-    return hashlib.sha256(key.encode()).digest()
-
-
 async def authenticate(session: AsyncSession, key: str) -> RegisteredPartner | None:
     """The active partner holding `key`, if the key has not expired."""
     row = (
@@ -88,7 +82,7 @@ async def authenticate(session: AsyncSession, key: str) -> RegisteredPartner | N
             select(Partner)
             .join(PartnerApiKey, PartnerApiKey.partner_id == Partner.partner_id)
             .where(
-                PartnerApiKey.key_sha256 == key_digest(key),
+                PartnerApiKey.key_sha256 == token_digest(key),
                 Partner.active,
                 or_(PartnerApiKey.expires_at.is_(None), PartnerApiKey.expires_at > func.now()),
             )
@@ -110,9 +104,7 @@ async def add_partner(session: AsyncSession, spec: PartnerSpec, key: str | None 
     refused: `rotate-key` gives an existing partner a new key."""
     if await session.get(Partner, spec.partner_id) is not None:
         raise ConfigurationError(f"partner {spec.partner_id!r} exists; use rotate-key")
-    key = key or secrets.token_urlsafe(32)
-    if len(key) < 16:
-        raise ConfigurationError("an API key needs at least 16 characters")
+    key = issue_token(key, "an API key")
     session.add(
         Partner(
             partner_id=spec.partner_id,
@@ -124,7 +116,7 @@ async def add_partner(session: AsyncSession, spec: PartnerSpec, key: str | None 
     )
     await session.flush()
     await session.execute(
-        insert(PartnerApiKey).values(partner_id=spec.partner_id, key_sha256=key_digest(key))
+        insert(PartnerApiKey).values(partner_id=spec.partner_id, key_sha256=token_digest(key))
     )
     return key
 
@@ -146,7 +138,7 @@ async def ensure_partner(session: AsyncSession, spec: PartnerSpec, key: str) -> 
     )
     await session.execute(
         insert(PartnerApiKey)
-        .values(partner_id=spec.partner_id, key_sha256=key_digest(key))
+        .values(partner_id=spec.partner_id, key_sha256=token_digest(key))
         .on_conflict_do_nothing()
     )
 
@@ -166,9 +158,9 @@ async def rotate_key(session: AsyncSession, partner_id: str, overlap: dt.timedel
         )
         .values(expires_at=until)
     )
-    key = secrets.token_urlsafe(32)
+    key = issue_token(None, "an API key")
     await session.execute(
-        insert(PartnerApiKey).values(partner_id=partner_id, key_sha256=key_digest(key))
+        insert(PartnerApiKey).values(partner_id=partner_id, key_sha256=token_digest(key))
     )
     return key
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -35,6 +34,7 @@ from services.shared.db.models import Delivery, Team, TeamChannel, TeamMember
 from services.shared.errors import ConfigurationError
 from services.shared.purposes import PURPOSES, check_purposes
 from services.shared.region import MUNICIPALITIES, WIJK_CODE
+from services.shared.tokens import issue_token, token_digest
 
 NoticeName = Literal["raised", "updated", "overdue"]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -167,15 +167,6 @@ class Member:
     #: Ties an inbox session to the credential it began with: a new token for the member
     #: (`hub teams add-member` again) ends the sessions of the old one.
     credential: str = ""
-
-
-def token_digest(token: str) -> bytes:
-    """Tokens are 256-bit random strings, so one SHA-256 is a safe way to keep and find them."""
-    return hashlib.sha256(token.encode()).digest()
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def _credential(digest: bytes) -> str:
@@ -321,9 +312,7 @@ async def add_member(
     """
     if await session.get(Team, team_id) is None:
         raise ConfigurationError(f"no team {team_id!r}")
-    token = token or new_token()
-    if len(token) < 16:
-        raise ConfigurationError("a member token needs at least 16 characters")
+    token = issue_token(token, "a member token")
     values = {"team_id": team_id, "token_sha256": token_digest(token), "active": True}
     await session.execute(
         insert(TeamMember)
