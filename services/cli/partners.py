@@ -5,17 +5,16 @@ API keys are printed once, on stdout, and kept only as SHA-256 digests.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.cli.registries import JsonOption, err, in_transaction, out, refuse, refuse_invalid
 from services.shared.logging import configure_logging
 
 T = TypeVar("T")
@@ -24,32 +23,14 @@ partners_app = typer.Typer(
     help="The partner registry: who may publish which events, and their API keys.",
     no_args_is_help=True,
 )
-out = Console()
-# Errors are one line each, for people and for grep: never wrapped.
-err = Console(stderr=True, soft_wrap=True)
 
 
 def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from services.shared.config import DatabaseSettings, HubSettings
-    from services.shared.db.engine import make_engine, make_sessionmaker
 
     hub = HubSettings()
     configure_logging(json=hub.log_json, level=hub.log_level)
-
-    async def run() -> T:
-        engine = make_engine(DatabaseSettings())
-        try:
-            async with make_sessionmaker(engine)() as session, session.begin():
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def _refuse(message: str) -> None:
-    err.print(f"[red]{message}[/red]")
-    raise typer.Exit(2)
+    return in_transaction(DatabaseSettings(), work)
 
 
 @partners_app.command()
@@ -81,10 +62,7 @@ def add(
             may_send_bsn=may_send_bsn,
         )
     except ValidationError as exc:
-        for error in exc.errors():
-            path = ".".join(str(p) for p in error["loc"]) or "partner"
-            err.print(f"{path}: {error['msg']}")
-        raise typer.Exit(2) from None
+        refuse_invalid(exc, whole="partner")
 
     async def work(session: AsyncSession) -> str:
         return await add_partner(session, spec)
@@ -92,14 +70,14 @@ def add(
     try:
         key = _in_transaction(work)
     except ConfigurationError as exc:
-        _refuse(str(exc))
+        refuse(str(exc))
     err.print(f"partner {partner_id}: the API key below is shown once; hand it over safely")
     typer.echo(key)
 
 
 @partners_app.command("list")
 def list_partners(
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Every partner: type, what it may publish, BSN, active, and its keys' state (no keys)."""
     from sqlalchemy import select
@@ -166,7 +144,7 @@ def rotate(
     try:
         key = _in_transaction(work)
     except ConfigurationError as exc:
-        _refuse(str(exc))
+        refuse(str(exc))
     err.print(
         f"partner {partner_id}: new API key below, shown once; the old key works "
         f"{overlap_hours:g} more hours"
@@ -181,7 +159,7 @@ def _set_active(partner_id: str, active: bool) -> None:
         return await set_partner_active(session, partner_id, active)
 
     if not _in_transaction(work):
-        _refuse(f"no partner {partner_id!r}")
+        refuse(f"no partner {partner_id!r}")
     out.print(f"partner {partner_id} {'enabled' if active else 'disabled'}")
 
 

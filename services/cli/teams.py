@@ -7,7 +7,6 @@ is the operator's view of the outbox, and `replay` re-sends what a receiver miss
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
@@ -15,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.cli.registries import JsonOption, err, in_transaction, out, refuse, refuse_invalid
 from services.shared.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -35,11 +34,6 @@ deliveries_app = typer.Typer(
     help="The delivery outbox: what was sent to which channel, and replays.",
     no_args_is_help=True,
 )
-out = Console()
-# Errors are one line each (file: field: message), for people and for grep: never wrapped.
-err = Console(stderr=True, soft_wrap=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
 def _settings() -> NotifierSettings:
@@ -51,25 +45,12 @@ def _settings() -> NotifierSettings:
 
 
 def _in_transaction(work: Callable[[AsyncSession, Vault], Awaitable[T]]) -> T:
+    """One transaction with the notifier's database, and its vault for channel secrets."""
     from services.shared.crypto import Vault
-    from services.shared.db.engine import make_engine, make_sessionmaker
 
     settings = _settings()
-
-    async def run() -> T:
-        engine = make_engine(settings)
-        try:
-            async with make_sessionmaker(engine)() as session, session.begin():
-                return await work(session, Vault(settings))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def _refuse(message: str) -> None:
-    err.print(f"[red]{message}[/red]")
-    raise typer.Exit(2)
+    vault = Vault(settings)
+    return in_transaction(settings, lambda session: work(session, vault))
 
 
 @teams_app.command()
@@ -106,7 +87,7 @@ def apply(
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        _refuse(f"{file}: cannot read: {exc}")
+        refuse(f"{file}: cannot read: {exc}")
 
     def resolve(value: Any) -> Any:
         if isinstance(value, dict):
@@ -116,17 +97,14 @@ def apply(
         if isinstance(value, str) and value.startswith("env:"):
             name = value.removeprefix("env:")
             if name not in os.environ:
-                _refuse(f"{file}: environment variable {name} is not set")
+                refuse(f"{file}: environment variable {name} is not set")
             return os.environ[name]
         return value
 
     try:
         teams = directory.TeamsFile.model_validate(resolve(raw)).teams
     except ValidationError as exc:
-        for error in exc.errors():
-            path = ".".join(str(p) for p in error["loc"])
-            err.print(f"{file}: {path}: {error['msg']}")
-        raise typer.Exit(2) from None
+        refuse_invalid(exc, str(file))
 
     async def work(session: AsyncSession, vault: Vault) -> None:
         for spec in teams:
@@ -203,7 +181,7 @@ def add_member(
     try:
         token = _in_transaction(work)
     except ConfigurationError as exc:
-        _refuse(str(exc))
+        refuse(str(exc))
     err.print(f"member {member} of {team}: the token below is shown once; hand it over safely")
     typer.echo(token)
 
@@ -217,7 +195,7 @@ def revoke_member(member: Annotated[str, typer.Argument(help="Member id.")]) -> 
         return await directory.revoke_member(session, member)
 
     if not _in_transaction(work):
-        _refuse(f"no member {member!r}")
+        refuse(f"no member {member!r}")
     out.print(f"member {member} revoked")
 
 
@@ -228,7 +206,7 @@ def _set_active(team: str, active: bool) -> None:
         return await directory.set_team_active(session, team, active)
 
     if not _in_transaction(work):
-        _refuse(f"no team {team!r}")
+        refuse(f"no team {team!r}")
     out.print(f"team {team} {'enabled' if active else 'disabled'}")
 
 
