@@ -202,9 +202,8 @@ async def route_unrouted(session: AsyncSession) -> int:
                 await queue_notices(
                     session, [(alert.alert_id, alert.version)], "overdue", teams=added
                 )
-    remaining = sum(a.status != "closed" for a in unrouted) - sum(
-        a.status != "closed" for a in routed
-    )
+    # `routed` holds open alerts only.
+    remaining = sum(a.status != "closed" for a in unrouted) - len(routed)
     metrics.ALERTS_UNROUTED.set(remaining)
     if remaining:  # closed ones without a team only lack a reader for their history
         # One line a round, not one per alert: the directory lacks a team (or a fallback).
@@ -514,8 +513,10 @@ class Dispatcher:
                 oauth=oauth,
                 timeout_s=self._settings.delivery_timeout_s,
             )
+        elif self._smtp is not None:
+            channel = EmailChannel(self._smtp, row.target)
         else:
-            channel = _Mailbox(self._smtp, row.target)
+            channel = _Unusable("smtp-not-configured")
         self._channels[key] = channel
         return channel
 
@@ -594,20 +595,6 @@ class _Unusable:
 
     async def send(self, notice: Notice) -> None:
         raise PermanentDeliveryError(self._reason)
-
-
-class _Mailbox:
-    """An e-mail channel; without SMTP configured every notice fails permanently."""
-
-    kind = "email"
-
-    def __init__(self, smtp: SmtpConfig | None, to: str) -> None:
-        self._channel = EmailChannel(smtp, to) if smtp is not None else None
-
-    async def send(self, notice: Notice) -> None:
-        if self._channel is None:
-            raise PermanentDeliveryError("smtp-not-configured")
-        await self._channel.send(notice)
 
 
 async def replay(
