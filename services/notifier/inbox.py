@@ -13,7 +13,7 @@ a URL or a log line.
 import datetime as dt
 import re
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -32,6 +32,7 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.teamwork import (
     NOTE_MAX_CHARS,
     DetailsRemoved,
+    InvalidNote,
     NotFound,
     NothingDisclosed,
     NotYours,
@@ -325,6 +326,19 @@ def inbox_router(
             note=note,
         )
 
+    async def back_to_alert(
+        request: Request, member: Member, alert_id: str, work: Awaitable[object]
+    ) -> Response:
+        """Back to the alert once `work` (a claim, an outcome) is done; the alert page with the
+        reason, and 409, when it did not fit the alert's state."""
+        try:
+            await work
+        except Conflict:
+            return await alert_page(
+                request, member, alert_id, status.HTTP_409_CONFLICT, conflict=True
+            )
+        return RedirectResponse(_alert_path(alert_id), status.HTTP_303_SEE_OTHER)
+
     @router.get("/inbox/static/inbox.css")
     async def stylesheet() -> FileResponse:
         return FileResponse(HERE / "static" / "inbox.css", media_type="text/css")
@@ -397,13 +411,7 @@ def inbox_router(
         request: Request, alert_id: str, member: CurrentMember, csrf: Annotated[str, Form()] = ""
     ) -> Response:
         _check_csrf(request, csrf)
-        try:
-            await teamwork.claim(member, alert_id)
-        except Conflict:
-            return await alert_page(
-                request, member, alert_id, status.HTTP_409_CONFLICT, conflict=True
-            )
-        return RedirectResponse(_alert_path(alert_id), status.HTTP_303_SEE_OTHER)
+        return await back_to_alert(request, member, alert_id, teamwork.claim(member, alert_id))
 
     @router.post("/inbox/alerts/{alert_id}/outcome")
     async def outcome(
@@ -422,13 +430,9 @@ def inbox_router(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 "Kies een uitkomst uit de lijst.",
             )
-        try:
-            await teamwork.record_outcome(member, alert_id, outcome)
-        except Conflict:
-            return await alert_page(
-                request, member, alert_id, status.HTTP_409_CONFLICT, conflict=True
-            )
-        return RedirectResponse(_alert_path(alert_id), status.HTTP_303_SEE_OTHER)
+        return await back_to_alert(
+            request, member, alert_id, teamwork.record_outcome(member, alert_id, outcome)
+        )
 
     @router.post("/inbox/alerts/{alert_id}/notes")
     async def add_note(
@@ -441,7 +445,7 @@ def inbox_router(
         _check_csrf(request, csrf)
         try:
             await teamwork.add_note(member, alert_id, text)
-        except ValueError:
+        except InvalidNote:
             why = (
                 "Een notitie heeft tekst nodig."
                 if not text.strip()
