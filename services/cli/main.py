@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from services.cli.deadletter import deadletter_app
 from services.cli.partners import partners_app
 from services.cli.privacy import privacy_app
 from services.cli.rules import backtest, export_app, rules_app
@@ -34,6 +35,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(teams_app, name="teams")
 app.add_typer(partners_app, name="partners")
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(deadletter_app, name="deadletter")
 app.command()(backtest)
 err = Console(stderr=True)
 

@@ -1,49 +1,65 @@
-"""The ingest HTTP API: `POST /v1/events/{type}` validates, pseudonymises and publishes.
+"""The ingest HTTP API: one event, batches and CSV uploads, each validated, pseudonymised and
+published through `services.ingest.intake`; also runs the Kafka intake consumer.
 
 This module does not use `from __future__ import annotations`: the endpoints are made per
 event type and FastAPI reads their annotations at run time.
 """
 
 import asyncio
-import datetime as dt
-from collections.abc import AsyncIterator
+import hashlib
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from aiokafka import AIOKafkaProducer
 from cachetools import TTLCache
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from limits import parse_many
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.ingest import metrics
+from services.ingest import idempotency, metrics
+from services.ingest.csvfile import CsvReader, CsvRefused
+from services.ingest.intake import Accepted, Intake, Outcome, Problem, Refused
+from services.ingest.kafka_intake import KafkaIntake
 from services.ingest.models import MODELS, PartnerEvent
-from services.ingest.records import build_record, contact_details
 from services.ingest.registry import RegisteredPartner, authenticate
 from services.ingest.settings import IngestSettings
+from services.ingest.uploads import (
+    Spool,
+    TooLarge,
+    Uploads,
+    field_path,
+    new_upload_id,
+    problems_of,
+    spool_directory,
+)
 from services.shared.avro import AvroCodec
 from services.shared.crypto import Vault
-from services.shared.db.contacts import store_contact
 from services.shared.db.engine import make_engine, make_sessionmaker
-from services.shared.events import FAMILIES, EventType
+from services.shared.events import EventType
 from services.shared.http import operations_router
 from services.shared.identity import Pseudonymiser
 from services.shared.kafka import make_producer
 from services.shared.logging import get_logger
-from services.shared.region import AMSTERDAM
 from services.shared.tokens import token_digest
-from services.shared.topics import source_topic
 
 log = get_logger("hub.ingest")
 _bearer = HTTPBearer(auto_error=False)
 _TYPE_NAMES = frozenset(t.value for t in EventType)
+_REPLAYED = {"Idempotent-Replayed": "true"}
 
 
-class Accepted(BaseModel):
+class Accepted202(BaseModel):
     event_id: str
 
 
@@ -56,28 +72,80 @@ class Rejected(BaseModel):
     errors: list[FieldProblem]
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+class BatchResult(BaseModel):
+    index: int
+    status: str  # accepted, duplicate or rejected
+    event_id: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+class BatchReport(BaseModel):
+    accepted: int
+    duplicate: int
+    rejected: int
+    results: list[BatchResult]
+
+
+class UploadAccepted(BaseModel):
+    upload_id: str
+    status: str
+    status_url: str
+
+
+class FieldRefusal(HTTPException):
+    """A refusal that names the field at fault; answered as `{"errors": [...]}`."""
+
+    def __init__(self, status_code: int, field: str, message: str) -> None:
+        super().__init__(status_code, message)
+        self.field = field
+
+
+def _errors(*problems: Problem) -> dict[str, Any]:
+    return {"errors": [p.as_json() for p in problems]}
+
+
+def _refuse(status_code: int, field: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse(_errors(Problem(field, message)), status_code, headers=headers or None)
+
+
+@dataclass
+class _Runtime:
+    """What exists only between start-up and shutdown."""
+
+    intake: Intake
+    uploads: Uploads
+    kafka_intake: KafkaIntake | None
 
 
 def create_app(settings: IngestSettings) -> FastAPI:
     codec = AvroCodec(settings.schemas_dir)
     pseudonyms = Pseudonymiser(settings)
-    producer_box: dict[str, AIOKafkaProducer] = {}
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)
     vault = Vault(settings)
+    runtime: dict[str, _Runtime] = {}
+    limits = parse_many(settings.ingest_rate_limit)
+    limiter = MovingWindowRateLimiter(MemoryStorage())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = make_producer(settings)
         await producer.start()
-        producer_box["producer"] = producer
-        log.info("ingest.started", kafka=settings.kafka_bootstrap)
+        intake = Intake(settings, codec, pseudonyms, sessions, vault, producer)
+        uploads = Uploads(settings, sessions, intake)
+        abandoned = await uploads.mark_abandoned()
+        kafka = None
+        if settings.ingest_kafka_intake:
+            kafka = KafkaIntake(settings, intake, sessions, producer)
+            await kafka.start()
+        runtime["now"] = _Runtime(intake, uploads, kafka)
+        log.info("ingest.started", kafka=settings.kafka_bootstrap, uploads_interrupted=abandoned)
         try:
             yield
         finally:
+            if kafka is not None:
+                await kafka.stop()
+            await uploads.stop()
             await producer.stop()
             await engine.dispose()
 
@@ -85,7 +153,17 @@ def create_app(settings: IngestSettings) -> FastAPI:
         title="Twente hub ingest",
         version="1",
         lifespan=lifespan,
-        responses={422: {"model": Rejected, "description": "Bad input; nothing was published"}},
+        responses={
+            401: {"description": "Missing, unknown, expired or disabled API key"},
+            413: {"model": Rejected, "description": "Body or batch larger than allowed"},
+            422: {"model": Rejected, "description": "Bad input; nothing was published"},
+            429: {"model": Rejected, "description": "Rate limit; see Retry-After"},
+        },
+    )
+    app.add_middleware(
+        _BodyLimit,
+        json_limit=settings.ingest_max_body_bytes,
+        upload_limit=settings.ingest_max_upload_bytes,
     )
 
     @app.exception_handler(RequestValidationError)
@@ -93,12 +171,16 @@ def create_app(settings: IngestSettings) -> FastAPI:
         # Answer with field paths and messages only: pydantic's `input` would echo identity data.
         segment = request.url.path.removeprefix("/v1/events/").split("/")[0]
         event_type = segment if segment in _TYPE_NAMES else "other"
-        metrics.EVENTS_REJECTED.labels(event_type, "invalid").inc()
+        metrics.EVENTS_REJECTED.labels(event_type, "invalid", "http").inc()
         problems = [
-            FieldProblem(field=_field_path(tuple(e["loc"])), message=e["msg"]).model_dump()
+            FieldProblem(field=field_path(tuple(e["loc"])), message=e["msg"]).model_dump()
             for e in exc.errors()
         ]
         return JSONResponse({"errors": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(FieldRefusal)
+    async def _field_refused(request: Request, exc: FieldRefusal) -> JSONResponse:
+        return _refuse(exc.status_code, exc.field, str(exc.detail))
 
     # Key digest -> the partner holding it (or None: refused), for ingest_key_cache_s seconds.
     known: TTLCache[bytes, RegisteredPartner | None] = TTLCache(
@@ -127,16 +209,33 @@ def create_app(settings: IngestSettings) -> FastAPI:
             )
         return partner
 
+    async def within_rate(
+        partner: Annotated[RegisteredPartner, Depends(authenticated)],
+    ) -> RegisteredPartner:
+        for limit in limits:
+            if not await limiter.hit(limit, partner.partner_id):
+                metrics.REQUESTS_LIMITED.labels("rate").inc()
+                stats = await limiter.get_window_stats(limit, partner.partner_id)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    f"more than {limit} requests; try again in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+        return partner
+
     async def readiness() -> dict[str, str]:
         problems: dict[str, str] = {}
-        producer = producer_box.get("producer")
-        if producer is None:
+        now = runtime.get("now")
+        if now is None:
             problems["kafka"] = "producer not started"
         else:
             try:
-                await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=2)
+                await asyncio.wait_for(now.intake.producer.client.fetch_all_metadata(), timeout=2)
             except Exception as exc:  # any failure to reach the broker means not ready
                 problems["kafka"] = type(exc).__name__
+            if now.kafka_intake is not None and not now.kafka_intake.running:
+                problems["kafka-intake"] = "the intake consumer stopped; see the log"
         try:
             async with sessions() as session:
                 await asyncio.wait_for(session.execute(text("select 1")), timeout=2)
@@ -146,125 +245,345 @@ def create_app(settings: IngestSettings) -> FastAPI:
 
     app.include_router(operations_router(metrics.REGISTRY, readiness))
 
+    def intake() -> Intake:
+        return runtime["now"].intake
+
     for event_type in EventType:
-        _add_event_route(
-            app,
-            _Publisher(event_type, codec, pseudonyms, settings, producer_box, sessions, vault),
-            authenticated,
+        _add_event_route(app, event_type, intake, within_rate)
+        _add_batch_route(app, event_type, intake, within_rate, sessions, settings)
+        _add_upload_route(
+            app, event_type, lambda: runtime["now"].uploads, within_rate, sessions, settings
         )
+
+    @app.get(
+        "/v1/uploads/{upload_id}",
+        tags=["uploads"],
+        summary="Progress of an upload and its problems per row",
+        responses={404: {"model": Rejected, "description": "No such upload of this partner"}},
+    )
+    async def upload_report(
+        upload_id: str,
+        partner: Annotated[RegisteredPartner, Depends(authenticated)],
+        after_line: Annotated[int, Query(ge=0, description="Problems after this line")] = 0,
+        limit: Annotated[int, Query(ge=100, le=10_000, description="Most problems")] = 1000,
+    ) -> JSONResponse:
+        report = await runtime["now"].uploads.report(
+            upload_id, partner.partner_id, after_line, limit
+        )
+        if report is None:
+            return _refuse(404, "upload_id", "no upload with this id from this partner")
+        return JSONResponse(report)
+
     return app
 
 
-class _Publisher:
-    """Stores one accepted event's contact details encrypted, then publishes its record.
-
-    Details first: if publishing then fails the partner gets an error and sends again, and
-    the stored details (keyed by event id) are simply found again. The reverse order could
-    leave an alert whose household has no contact details.
-    """
-
-    def __init__(
-        self,
-        event_type: EventType,
-        codec: AvroCodec,
-        pseudonyms: Pseudonymiser,
-        settings: IngestSettings,
-        producer_box: dict[str, AIOKafkaProducer],
-        sessions: async_sessionmaker,  # type: ignore[type-arg]
-        vault: Vault,
-    ) -> None:
-        self.event_type = event_type
-        self.family = FAMILIES[event_type]
-        self.topic = source_topic(settings, event_type)
-        self._codec = codec
-        self._pseudonyms = pseudonyms
-        self._producer_box = producer_box
-        self._sessions = sessions
-        self._vault = vault
-        self._tolerance_days = settings.future_tolerance_days
-
-    def beyond_tolerance(self, event: PartnerEvent) -> dict[str, str] | None:
-        """An event dated further in the future than the tolerance, as the matcher would
-        refuse it: refused here, with the field, before anything is stored or published."""
-        day: dt.date = getattr(event, self.family.time_field)
-        today = dt.datetime.now(AMSTERDAM).date()
-        ahead = (day - today).days
-        if ahead <= self._tolerance_days:
-            return None
-        return {
-            "field": self.family.time_field,
-            "message": f"lies {ahead} days after today; at most {self._tolerance_days} allowed",
-        }
-
-    async def __call__(self, event: PartnerEvent, partner: RegisteredPartner) -> str:
-        record = build_record(
-            event,
-            partner.partner_id,
-            partner.partner_type,
-            self._pseudonyms,
-            dt.datetime.now(dt.UTC),
+def _forbidden(event_type: EventType, partner: RegisteredPartner) -> None:
+    if event_type not in partner.event_types:
+        metrics.EVENTS_REJECTED.labels(event_type.value, "forbidden-type", "http").inc()
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"partner may not publish {event_type.value} events"
         )
-        household: str = record["household_id"]
-        async with self._sessions() as session, session.begin():
-            await store_contact(
-                session,
-                self._vault,
-                household_id=household,
-                event_id=record["event_id"],
-                event_type=self.event_type.value,
-                domain=self.family.domain.value,
-                event_date=record[self.family.time_field],
-                details=contact_details(event),
-            )
-        payload = self._codec.encode(self.family.schema_name, record)
-        await self._producer_box["producer"].send_and_wait(
-            self.topic, payload, key=household.encode()
-        )
-        return str(record["event_id"])
 
 
-def _add_event_route(app: FastAPI, publisher: _Publisher, authenticated: Any) -> None:
-    event_type = publisher.event_type
+def _add_event_route(
+    app: FastAPI, event_type: EventType, intake: Callable[[], Intake], partner_dep: Any
+) -> None:
     model = MODELS[event_type]
 
     async def publish(
         body: model,  # type: ignore[valid-type]
-        partner: Annotated[RegisteredPartner, Depends(authenticated)],
+        partner: Annotated[RegisteredPartner, Depends(partner_dep)],
     ) -> JSONResponse:
+        _forbidden(event_type, partner)
         event = cast(PartnerEvent, body)  # FastAPI validated it as this type's model
-        if event_type not in partner.event_types:
-            metrics.EVENTS_REJECTED.labels(event_type.value, "forbidden-type").inc()
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"partner may not publish {event_type.value} events"
-            )
-        if event.resident.bsn is not None and not partner.may_send_bsn:
-            metrics.EVENTS_REJECTED.labels(event_type.value, "bsn-not-allowed").inc()
+        (outcome,) = await intake().admit(event_type, partner, [event], "http")
+        if isinstance(outcome, Accepted):
             return JSONResponse(
-                {
-                    "errors": [
-                        {"field": "resident.bsn", "message": "this partner may not send a BSN"}
-                    ]
-                },
-                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                {"event_id": outcome.event_id},
+                status_code=status.HTTP_202_ACCEPTED,
+                headers=_REPLAYED if outcome.duplicate else None,
             )
-        too_late = publisher.beyond_tolerance(event)
-        if too_late is not None:
-            metrics.EVENTS_REJECTED.labels(event_type.value, "future-date").inc()
-            return JSONResponse(
-                {"errors": [too_late]},
-                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            )
-        event_id = await publisher(event, partner)
-        metrics.EVENTS_ACCEPTED.labels(event_type.value, partner.partner_type).inc()
-        return JSONResponse({"event_id": event_id}, status_code=status.HTTP_202_ACCEPTED)
+        code = status.HTTP_409_CONFLICT if outcome.reason == "conflict" else 422
+        return JSONResponse(_errors(*outcome.problems), status_code=code)
 
     app.add_api_route(
         f"/v1/events/{event_type.value}",
         publish,
         methods=["POST"],
         status_code=status.HTTP_202_ACCEPTED,
-        response_model=Accepted,
+        response_model=Accepted202,
+        responses={
+            403: {"description": "The partner may not publish this event type"},
+            409: {"model": Rejected, "description": "partner_event_id used for other content"},
+        },
         name=f"publish_{event_type.name.lower()}",
         summary=f"Publish one {event_type.value} event",
+        description="A repeat of an accepted event gets the same answer, with header "
+        "`Idempotent-Replayed: true`, and publishes nothing.",
         tags=["events"],
     )
+
+
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        description="Makes a retry safe: the same key with the same body gets the first answer.",
+    ),
+]
+
+
+async def _idempotent(
+    sessions: Any,
+    partner: RegisteredPartner,
+    key: str | None,
+    route: str,
+    digest: bytes,
+    work: Callable[[], Awaitable[idempotency.Stored]],
+) -> JSONResponse:
+    """Runs `work` once per key; a repeat gets the stored answer."""
+    if key is None:
+        answer = await work()
+        return JSONResponse(answer.body, answer.status_code)
+    try:
+        idempotency.check_key(key)
+        stored = await idempotency.claim(sessions, partner.partner_id, key, route, digest)
+    except idempotency.KeyProblem as problem:
+        return _refuse(problem.status_code, idempotency.HEADER, problem.message)
+    if stored is not None:
+        return JSONResponse(stored.body, stored.status_code, headers=_REPLAYED)
+    try:
+        answer = await work()
+    except BaseException:
+        await asyncio.shield(idempotency.release(sessions, partner.partner_id, key))
+        raise
+    if answer.status_code < 300:
+        await idempotency.keep(sessions, partner.partner_id, key, answer)
+    else:  # a refused request did nothing; the key stays free for the corrected one
+        await idempotency.release(sessions, partner.partner_id, key)
+    return JSONResponse(answer.body, answer.status_code)
+
+
+def _batch_schema(event_type: EventType, most: int) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{MODELS[event_type].__name__}"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": ref, "minItems": 1, "maxItems": most}
+                }
+            },
+        }
+    }
+
+
+def _add_batch_route(
+    app: FastAPI,
+    event_type: EventType,
+    intake: Callable[[], Intake],
+    partner_dep: Any,
+    sessions: Any,
+    settings: IngestSettings,
+) -> None:
+    model = MODELS[event_type]
+    most = settings.ingest_max_batch_events
+
+    async def publish_batch(
+        request: Request,
+        partner: Annotated[RegisteredPartner, Depends(partner_dep)],
+        key: IdempotencyHeader = None,
+    ) -> JSONResponse:
+        _forbidden(event_type, partner)
+        body = await request.body()
+        try:
+            items = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _refuse(422, "body", "not JSON")
+        if not isinstance(items, list) or not items:
+            return _refuse(422, "body", "must be a JSON array of at least one event")
+        if len(items) > most:
+            metrics.REQUESTS_LIMITED.labels("batch-size").inc()
+            return _refuse(413, "body", f"holds {len(items)} events; at most {most} allowed")
+
+        async def work() -> idempotency.Stored:
+            report = await _admit_batch(intake(), event_type, partner, model, items)
+            return idempotency.Stored(200, report)
+
+        digest = hashlib.sha256(body).digest()
+        return await _idempotent(sessions, partner, key, f"batch:{event_type.value}", digest, work)
+
+    app.add_api_route(
+        f"/v1/events/{event_type.value}/batch",
+        publish_batch,
+        methods=["POST"],
+        response_model=BatchReport,
+        responses={
+            403: {"description": "The partner may not publish this event type"},
+            409: {"model": Rejected, "description": "Idempotency-Key used for another body"},
+        },
+        openapi_extra=_batch_schema(event_type, most),
+        name=f"publish_{event_type.name.lower()}_batch",
+        summary=f"Publish up to {most} {event_type.value} events",
+        description="Each event is accepted (and published) or rejected on its own; the "
+        "answer lists the outcome per event, by index. A rejected event publishes nothing.",
+        tags=["events"],
+    )
+
+
+async def _admit_batch(
+    intake: Intake,
+    event_type: EventType,
+    partner: RegisteredPartner,
+    model: type[PartnerEvent],
+    items: list[Any],
+) -> dict[str, Any]:
+    outcomes: list[Outcome | None] = [None] * len(items)
+    valid: list[tuple[int, PartnerEvent]] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, model.model_validate(item)))
+        except ValidationError as exc:
+            outcomes[index] = Refused("invalid", tuple(problems_of(exc)))
+    admitted = await intake.admit(event_type, partner, [e for _, e in valid], "batch")
+    for (index, _), admission in zip(valid, admitted, strict=True):
+        outcomes[index] = admission
+    invalid = len(items) - len(valid)
+    if invalid:
+        metrics.EVENTS_REJECTED.labels(event_type.value, "invalid", "batch").inc(invalid)
+    results: list[dict[str, Any]] = []
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, Accepted):
+            state = "duplicate" if outcome.duplicate else "accepted"
+            results.append({"index": index, "status": state, "event_id": outcome.event_id})
+        else:
+            assert outcome is not None
+            state = "rejected"
+            results.append(
+                {"index": index, "status": state, "errors": [p.as_json() for p in outcome.problems]}
+            )
+        counts[state] += 1
+    return {**counts, "results": results}
+
+
+def _add_upload_route(
+    app: FastAPI,
+    event_type: EventType,
+    uploads: Callable[[], Uploads],
+    partner_dep: Any,
+    sessions: Any,
+    settings: IngestSettings,
+) -> None:
+    async def upload(
+        request: Request,
+        partner: Annotated[RegisteredPartner, Depends(partner_dep)],
+        key: IdempotencyHeader = None,
+    ) -> JSONResponse:
+        _forbidden(event_type, partner)
+        try:
+            spool = await Spool.receive(
+                spool_directory(settings), request.stream(), settings.ingest_max_upload_bytes
+            )
+        except TooLarge:
+            metrics.REQUESTS_LIMITED.labels("upload-size").inc()
+            return _refuse(
+                413, "body", f"file larger than {settings.ingest_max_upload_bytes} bytes"
+            )
+        try:
+            CsvReader(event_type, spool.lines())
+        except CsvRefused as refusal:
+            spool.discard()
+            return JSONResponse(
+                _errors(*(Problem(p.field, p.message) for p in refusal.problems)), 422
+            )
+
+        async def work() -> idempotency.Stored:
+            upload_id = new_upload_id()
+            await uploads().start(upload_id, event_type, partner, spool)
+            body = {
+                "upload_id": upload_id,
+                "status": "processing",
+                "status_url": f"/v1/uploads/{upload_id}",
+            }
+            return idempotency.Stored(202, body)
+
+        digest = hashlib.sha256(spool.sha256 + event_type.value.encode()).digest()
+        answer = await _idempotent(
+            sessions, partner, key, f"upload:{event_type.value}", digest, work
+        )
+        if answer.headers.get("Idempotent-Replayed"):
+            spool.discard()
+        return answer
+
+    app.add_api_route(
+        f"/v1/uploads/{event_type.value}",
+        upload,
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=UploadAccepted,
+        responses={
+            403: {"description": "The partner may not publish this event type"},
+            409: {"model": Rejected, "description": "Idempotency-Key used for another file"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+        name=f"upload_{event_type.name.lower()}",
+        summary=f"Upload a CSV file of {event_type.value} events",
+        description="The file is checked (header) and then processed in the background; "
+        "follow `status_url` for progress and the problems per line. Columns: docs/uploads.md.",
+        tags=["uploads"],
+    )
+
+
+class _BodyLimit:
+    """Refuses a request body past its limit with 413: by Content-Length before reading, or
+    while streaming when the length is not given. Uploads have their own, larger limit (the
+    upload route counts while it spools)."""
+
+    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+        self._app = app
+        self._json_limit = json_limit
+        self._upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
+            await self._app(scope, receive, send)
+            return
+        upload = scope["path"].startswith("/v1/uploads/")
+        limit = self._upload_limit if upload else self._json_limit
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit, upload)
+            return
+        if upload:
+            await self._app(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                metrics.REQUESTS_LIMITED.labels("body-size").inc()
+                # FastAPI passes an HTTPException from reading the body on as it is.
+                raise FieldRefusal(413, "body", f"larger than {limit} bytes")
+            return message
+
+        await self._app(scope, counted, send)
+
+    async def _too_large(self, send: Send, limit: int, upload: bool) -> None:
+        metrics.REQUESTS_LIMITED.labels("upload-size" if upload else "body-size").inc()
+        response = _refuse(413, "body", f"larger than {limit} bytes")
+        await response({"type": "http"}, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

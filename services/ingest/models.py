@@ -201,6 +201,12 @@ class DebtSignalIn(PartnerEvent):
     crisis: bool = False
     crisis_kind: CrisisKind | None = None
     warm_handover: bool = False
+    missed_payments: int | None = Field(
+        None,
+        ge=1,
+        le=600,
+        description="Number of missed payment terms (DDAS), where the creditor knows it.",
+    )
 
     @model_validator(mode="after")
     def _dates_and_crisis(self) -> DebtSignalIn:

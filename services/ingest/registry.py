@@ -88,6 +88,16 @@ async def authenticate(session: AsyncSession, key: str) -> RegisteredPartner | N
             )
         )
     ).scalar_one_or_none()
+    return _registered(row)
+
+
+async def active_partner(session: AsyncSession, partner_id: str) -> RegisteredPartner | None:
+    """The partner with this id, if it is active (Kafka intake names partners, not keys)."""
+    row = await session.get(Partner, partner_id)
+    return _registered(row) if row is not None and row.active else None
+
+
+def _registered(row: Partner | None) -> RegisteredPartner | None:
     if row is None:
         return None
     return RegisteredPartner(

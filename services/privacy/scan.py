@@ -21,7 +21,7 @@ from typing import Any, Final
 from uuid import UUID
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Connection, LargeBinary, column, inspect, select, table
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -30,7 +30,8 @@ from services.shared.avro import AvroCodec
 from services.shared.config import HubSettings
 from services.shared.errors import DecodeError
 from services.shared.identity import bsn_is_valid
-from services.shared.kafka import topic_partitions
+from services.shared.kafka import read_to_end
+from services.shared.topics import holds_identity
 
 
 class Kind(StrEnum):
@@ -261,11 +262,13 @@ ScanReport = ScanResult
 
 
 def hub_topics(all_topic_names: Iterable[str], settings: HubSettings) -> list[str]:
-    """The hub's own topics and the matcher's Faust changelogs; never Kafka's internal ones."""
+    """The hub's own topics and the matcher's Faust changelogs; never Kafka's internal ones,
+    and not the intake topics, where partners' producers send identity by design."""
     return sorted(
         name
         for name in all_topic_names
         if not name.startswith("__")
+        and not holds_identity(settings, name)
         and (
             name.startswith(f"{settings.topic_prefix}.") or name.startswith(settings.matcher_app_id)
         )
@@ -315,38 +318,10 @@ async def scan_kafka(
     result = ScanResult()
     for topic in topics:
         result.scanned[f"topic {topic}"] = 0
-    partitions = await topic_partitions(bootstrap, topics)
-    if not partitions:
-        return result
-    # No group and no commits: the scan must leave no trace in the services' offsets.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        pending = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=1000)
-            for tp, messages in batches.items():
-                for message in messages:
-                    if message.offset >= ends[tp]:
-                        break  # written after the scan started
-                    hits = _message_hits(
-                        detector, codec, message.key, message.headers, message.value
-                    )
-                    location = f"partition {tp.partition} offset {message.offset}"
-                    result.tally(f"topic {tp.topic}", location, hits)
-            # The position, not the last offset seen, says when a partition is done:
-            # compaction and transaction markers leave offsets that carry no record.
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-                    consumer.pause(tp)
-    finally:
-        await consumer.stop()
+    async for message in read_to_end(bootstrap, topics):
+        hits = _message_hits(detector, codec, message.key, message.headers, message.value)
+        location = f"partition {message.partition} offset {message.offset}"
+        result.tally(f"topic {message.topic}", location, hits)
     return result
 
 

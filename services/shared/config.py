@@ -48,6 +48,8 @@ class HubSettings(BaseSettings):
             "care-indication": 365,
         }
     )
+    #: Days the Kafka intake topics and their dead letters keep a record (identity in clear).
+    retention_intake_days: int = Field(7, ge=1, le=30)
     #: Days an open alert keeps its personal details after it was raised.
     retention_open_alert_days: int = Field(730, ge=1)
     #: Days a closed alert keeps its personal details after closing, per outcome.

@@ -3,6 +3,7 @@
 HubError
 ├── ConfigurationError      settings that cannot work (refused at start-up)
 ├── ValidationFailed        partner input that breaks the contract; lists field paths
+├── CsvRefused              an uploaded CSV file that cannot be read at all; lists its faults
 ├── DecodeError             bytes on a topic that are not a known Avro event
 ├── DecryptionFailed        a ciphertext that does not open (wrong or destroyed key)
 └── InfrastructureError     Kafka or PostgreSQL cannot be reached or started
@@ -35,6 +36,22 @@ class ValidationFailed(HubError):
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
+
+
+@dataclass(frozen=True)
+class CsvProblem:
+    """One fault in an uploaded CSV file: a column name, or "header", "row" or "file"."""
+
+    field: str
+    message: str  # never holds a cell's value: cells are personal data
+
+
+class CsvRefused(HubError):
+    """An uploaded CSV file that cannot be read at all (its header, encoding or delimiter)."""
+
+    def __init__(self, problems: list[CsvProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
 
 
 class DecodeError(HubError):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import UnknownTopicOrPartitionError
 
@@ -43,3 +43,37 @@ async def topic_partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicP
             TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]
         )
     return sorted(partitions)
+
+
+async def read_to_end(
+    bootstrap: str, topics: Sequence[str]
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topics` from the beginning up to where each partition ended when the
+    read started; no consumer group, so it leaves no trace in any service's offsets."""
+    partitions = await topic_partitions(bootstrap, topics)
+    if not partitions:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        pending = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        break  # written after the read started
+                    yield record
+            # The position, not the last offset seen, says when a partition is done:
+            # compaction and transaction markers leave offsets that carry no record.
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+    finally:
+        await consumer.stop()

@@ -30,10 +30,32 @@ ALERTS: Final = "alerts.v1"
 DEADLETTER: Final = "deadletter.v1"
 PRIVACY_COMMANDS: Final = "privacy-commands.v1"
 ALERT_OUTCOMES: Final = "alert-outcomes.v1"
+#: Intake topics (`<prefix>.intake.<type>.v1`) and their dead letters carry identity in clear
+#: from trusted partner producers; only ingest reads them (docs/topics.md).
+INTAKE: Final = "intake"
+INTAKE_VERSION: Final = 1
+INTAKE_DEADLETTER: Final = "intake-deadletter.v1"
+#: Headers a dead letter gets on top of the record's own; a replay strips them again.
+DEADLETTER_HEADERS: Final = frozenset(
+    {"hub-reason", "hub-detail", "hub-source-topic", "hub-source-partition", "hub-source-offset"}
+)
 
 
 def source_topic(settings: HubSettings, event_type: EventType) -> str:
     return f"{settings.topic_prefix}.{event_type.value}.v{SOURCE_VERSION}"
+
+
+def intake_topic(settings: HubSettings, event_type: EventType) -> str:
+    return f"{settings.topic_prefix}.{INTAKE}.{event_type.value}.v{INTAKE_VERSION}"
+
+
+def intake_deadletter_topic(settings: HubSettings) -> str:
+    return f"{settings.topic_prefix}.{INTAKE_DEADLETTER}"
+
+
+def holds_identity(settings: HubSettings, topic: str) -> bool:
+    """Intake topics and their dead letters: the only topics with names and addresses."""
+    return topic.startswith(f"{settings.topic_prefix}.{INTAKE}")
 
 
 def alerts_topic(settings: HubSettings) -> str:
@@ -119,6 +141,30 @@ def topic_specs(settings: HubSettings) -> list[TopicSpec]:
             # tombstone.
             {"cleanup.policy": "compact", "max.compaction.lag.ms": str(_days_ms(7))},
             "matcher state per household (Faust table changelog), key = household pseudonym",
+        )
+    )
+    specs.extend(
+        TopicSpec(
+            intake_topic(settings, t),
+            settings.topic_partitions,
+            # Identity in clear: kept only as long as a partner may need to re-send after a fault.
+            {
+                "retention.ms": str(_days_ms(settings.retention_intake_days)),
+                "cleanup.policy": "delete",
+            },
+            f"{t.value} events from partner producers (Avro, schemas/intake/), identity in clear",
+        )
+        for t in EventType
+    )
+    specs.append(
+        TopicSpec(
+            intake_deadletter_topic(settings),
+            1,
+            {
+                "retention.ms": str(_days_ms(settings.retention_intake_days)),
+                "cleanup.policy": "delete",
+            },
+            "intake records ingest refused, unchanged (identity in clear); reason in headers",
         )
     )
     specs.append(

@@ -21,7 +21,10 @@ from sqlalchemy import text
 
 from services.cli.peers import SmtpSink
 from services.cli.stack import HubStack, PartnerAccount, TeamAccount
+from services.shared.avro import AvroCodec
+from services.shared.config import DEFAULT_SCHEMAS_DIR
 from services.shared.events import EventType
+from services.shared.kafka import read_to_end
 from services.shared.purposes import PURPOSES
 from services.shared.region import MUNICIPALITIES
 from services.shared.topics import source_topic
@@ -92,6 +95,46 @@ class Hub:
             headers={"Authorization": f"Bearer {key}"},
         )
 
+    def post_batch(
+        self,
+        event_type: str,
+        body: Any,
+        key: str,
+        idempotency_key: str | None = None,
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return self.client.post(
+            f"{self.stack.url('ingest')}/v1/events/{event_type}/batch", json=body, headers=headers
+        )
+
+    def upload(
+        self, event_type: str, content: bytes, key: str, idempotency_key: str | None = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "text/csv"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return self.client.post(
+            f"{self.stack.url('ingest')}/v1/uploads/{event_type}", content=content, headers=headers
+        )
+
+    def upload_report(self, upload_id: str, key: str, **params: Any) -> httpx.Response:
+        return self.client.get(
+            f"{self.stack.url('ingest')}/v1/uploads/{upload_id}",
+            params=params,
+            headers={"Authorization": f"Bearer {key}"},
+        )
+
+    def finished_upload(self, upload_id: str, key: str) -> dict[str, Any]:
+        """The upload's report once its processing ended."""
+
+        def finished() -> dict[str, Any] | None:
+            report: dict[str, Any] = self.upload_report(upload_id, key).json()
+            return None if report["status"] == "processing" else report
+
+        return wait_for(finished, f"upload {upload_id} to finish")
+
     def team_get(self, path: str, token: str | None = None) -> httpx.Response:
         return self.client.get(
             f"{self.stack.url('notifier')}{path}",
@@ -157,6 +200,30 @@ async def _end_offsets(stack: HubStack) -> dict[str, int]:
         return result
     finally:
         await consumer.stop()
+
+
+def add_partner(hub: Hub, partner_id: str, *args: str) -> str:
+    """Registers a partner with `hub partners add`; returns its API key."""
+    done = hub.cli("partners", "add", partner_id, "--name", partner_id.title(), *args)
+    assert done.returncode == 0, (hub.stack.workdir / "cli.log").read_text()[-1500:]
+    return done.stdout.strip()
+
+
+def published(hub: Hub, event_type: str, partner_id: str) -> list[dict[str, Any]]:
+    """Every record of `partner_id` on the event type's source topic, as decoded."""
+
+    async def read() -> list[dict[str, Any]]:
+        codec = AvroCodec(DEFAULT_SCHEMAS_DIR)
+        topic = source_topic(hub.stack.hub_settings, EventType(event_type))
+        found = []
+        async for record in read_to_end(hub.stack.kafka, [topic]):
+            _, event = codec.decode(record.value or b"")
+            if event["partner_id"] == partner_id:
+                assert record.key == event["household_id"].encode()
+                found.append(event)
+        return found
+
+    return asyncio.run(read())
 
 
 def alerts_of(hub: Hub, event_id: str) -> list[Any]:
@@ -234,6 +301,8 @@ def delivery_env(mail: SmtpSink) -> dict[str, str]:
     the partner registry on every request (a disabled key is refused at once)."""
     return {
         "HUB_INGEST_KEY_CACHE_S": "0",
+        # The fuzz suite sends thousands of requests; the limit itself is tested in-process.
+        "HUB_INGEST_RATE_LIMIT": "10000/second",
         "HUB_DELIVERY_ATTEMPTS": "5",
         "HUB_DELIVERY_WAIT_INITIAL_S": "0.05",
         "HUB_DELIVERY_WAIT_MAX_S": "0.2",

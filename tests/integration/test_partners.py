@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.fixtures import Hub, base_event, debt_signal, new_address
+from tests.integration.fixtures import Hub, add_partner, base_event, debt_signal, new_address
 from tests.integration.test_privacy import accepted
 
 pytestmark = pytest.mark.integration
@@ -21,14 +21,8 @@ def partners(hub: Hub) -> dict[str, dict[str, Any]]:
     return {p["partner_id"]: p for p in json.loads(done.stdout)}
 
 
-def add(hub: Hub, partner_id: str, *args: str) -> str:
-    done = hub.cli("partners", "add", partner_id, "--name", partner_id.title(), *args)
-    assert done.returncode == 0, (hub.stack.workdir / "cli.log").read_text()[-1500:]
-    return done.stdout.strip()
-
-
 def test_a_registered_partner_publishes_only_its_types_and_its_key_rotates(hub: Hub) -> None:
-    key = add(hub, "waterbedrijf-twente", "--type", "WATER", "--event-type", "debt-signal")
+    key = add_partner(hub, "waterbedrijf-twente", "--type", "WATER", "--event-type", "debt-signal")
     assert len(key) >= 40
     stored = hub.query(
         "select key_sha256 from partner_api_keys where partner_id = 'waterbedrijf-twente'"

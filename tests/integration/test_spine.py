@@ -178,9 +178,13 @@ def test_every_service_reports_health_readiness_and_metrics(hub: Hub) -> None:
     matcher = hub.client.get(f"{hub.stack.url('matcher')}/metrics").text
     notifier = hub.client.get(f"{hub.stack.url('notifier')}/metrics").text
     assert (
-        'hub_ingest_events_accepted_total{event_type="debt-signal",partner_type="HUUR"}' in ingest
+        'hub_ingest_events_accepted_total{channel="http",event_type="debt-signal",'
+        'partner_type="HUUR"}' in ingest
     )
-    assert 'hub_ingest_events_rejected_total{event_type="debt-signal",reason="invalid"}' in ingest
+    assert (
+        'hub_ingest_events_rejected_total{channel="http",event_type="debt-signal",'
+        'reason="invalid"}' in ingest
+    )
     assert 'hub_matcher_events_processed_total{event_type="debt-signal"}' in matcher
     assert 'hub_alerts_raised_total{rule="twente-match"}' in matcher
     assert 'hub_notifier_alerts_stored_total{rule="twente-match"}' in notifier

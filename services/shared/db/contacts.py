@@ -29,60 +29,82 @@ class StoredContact:
 
 
 async def data_key_of(session: AsyncSession, vault: Vault, household_id: str) -> tuple[str, bytes]:
-    """The household's data key, made on first use; concurrent first uses agree on one.
+    """The household's data key, made on first use; concurrent first uses agree on one."""
+    return (await data_keys_of(session, vault, [household_id]))[household_id]
 
-    The row is read FOR SHARE, so a retention purge cannot shred the key between this read
+
+async def data_keys_of(
+    session: AsyncSession, vault: Vault, household_ids: Iterable[str]
+) -> dict[str, tuple[str, bytes]]:
+    """Each household's data key as (key id, key), made on first use; concurrent first uses
+    agree on one.
+
+    The rows are read FOR SHARE, so a retention purge cannot shred a key between this read
     and the insert of the details it seals; a key shredded just before is made anew.
     """
-    while True:
-        key_id = str(uuid.uuid4())
-        _, wrapped = vault.new_data_key(key_id)
+    wanted = sorted(set(household_ids))
+    keys: dict[str, tuple[str, bytes]] = {}
+    while missing := [h for h in wanted if h not in keys]:
+        fresh = []
+        for household_id in missing:
+            key_id = str(uuid.uuid4())
+            _, wrapped = vault.new_data_key(key_id)
+            fresh.append(
+                {
+                    "household_id": household_id,
+                    "key_id": key_id,
+                    "wrapped_key": wrapped,
+                    "master_key_id": vault.master_key_id,
+                }
+            )
         await session.execute(
-            insert(HouseholdKey)
-            .values(
-                household_id=household_id,
-                key_id=key_id,
-                wrapped_key=wrapped,
-                master_key_id=vault.master_key_id,
-            )
-            .on_conflict_do_nothing(index_elements=[HouseholdKey.household_id])
+            insert(HouseholdKey).on_conflict_do_nothing(index_elements=[HouseholdKey.household_id]),
+            fresh,
         )
-        row = (
-            await session.execute(
-                select(HouseholdKey.key_id, HouseholdKey.wrapped_key)
-                .where(HouseholdKey.household_id == household_id)
-                .with_for_update(read=True)
-            )
-        ).one_or_none()
-        if row is not None:
-            return row.key_id, vault.unwrap(row.key_id, row.wrapped_key)
+        rows = await session.execute(
+            select(HouseholdKey.household_id, HouseholdKey.key_id, HouseholdKey.wrapped_key)
+            .where(HouseholdKey.household_id.in_(missing))
+            .with_for_update(read=True)
+        )
+        for row in rows:
+            keys[row.household_id] = (row.key_id, vault.unwrap(row.key_id, row.wrapped_key))
+    return keys
 
 
-async def store_contact(
-    session: AsyncSession,
-    vault: Vault,
-    *,
-    household_id: str,
-    event_id: str,
-    event_type: str,
-    domain: str,
-    event_date: dt.date,
-    details: ContactDetails,
-) -> None:
-    """Encrypts and stores one event's contact details; a re-sent event changes nothing."""
-    key_id, data_key = await data_key_of(session, vault, household_id)
+@dataclass(frozen=True)
+class NewContact:
+    """One accepted event's contact details, to be sealed under its household's key."""
+
+    household_id: str
+    event_id: str
+    event_type: str
+    domain: str
+    event_date: dt.date
+    details: ContactDetails
+
+
+async def store_contacts(session: AsyncSession, vault: Vault, contacts: list[NewContact]) -> None:
+    """Encrypts and stores accepted events' contact details; a re-sent event changes nothing."""
+    if not contacts:
+        return
+    keys = await data_keys_of(session, vault, (c.household_id for c in contacts))
+    rows = []
+    for contact in contacts:
+        key_id, data_key = keys[contact.household_id]
+        rows.append(
+            {
+                "event_id": contact.event_id,
+                "household_id": contact.household_id,
+                "key_id": key_id,
+                "event_type": contact.event_type,
+                "domain": contact.domain,
+                "event_date": contact.event_date,
+                "sealed": Vault.seal_contact(data_key, contact.event_id, contact.details),
+            }
+        )
     await session.execute(
-        insert(ContactDetail)
-        .values(
-            event_id=event_id,
-            household_id=household_id,
-            key_id=key_id,
-            event_type=event_type,
-            domain=domain,
-            event_date=event_date,
-            sealed=Vault.seal_contact(data_key, event_id, details),
-        )
-        .on_conflict_do_nothing(index_elements=[ContactDetail.event_id])
+        insert(ContactDetail).on_conflict_do_nothing(index_elements=[ContactDetail.event_id]),
+        rows,
     )
 
 

@@ -407,3 +407,94 @@ class PartnerApiKey(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IngestReceipt(Base):
+    """An event accepted once from a partner: (partner, partner_event_id) is taken.
+
+    Holds a SHA-256 of the event's content, never the content, so a repeat is told from a
+    different event re-using the id. `published_at` stays empty until the source topic has it.
+    """
+
+    __tablename__ = "ingest_receipts"
+
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    partner_event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(36))
+    content_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    received_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyKey(Base):
+    """A partner's `Idempotency-Key` on a batch or upload, and the answer it got.
+
+    `status_code` is empty while the first request with the key is still being handled.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    route: Mapped[str] = mapped_column(String(80))
+    request_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Upload(Base):
+    """A partner's CSV file and how far processing got; counts only, never a row's content."""
+
+    __tablename__ = "uploads"
+
+    upload_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(String(64), index=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    #: processing, done, failed or interrupted
+    status: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rows_accepted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rows_duplicate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rows_rejected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failure: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UploadProblem(Base):
+    """One fault of one row of an upload: the line, the column (field path) and a message."""
+
+    __tablename__ = "upload_problems"
+
+    problem_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    upload_id: Mapped[str] = mapped_column(
+        ForeignKey("uploads.upload_id", ondelete="CASCADE"), index=True
+    )
+    line: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(120))
+    message: Mapped[str] = mapped_column(String(300))
+
+
+class DeadletterReplay(Base):
+    """A dead letter `hub deadletter replay` has sent back to its source topic."""
+
+    __tablename__ = "deadletter_replays"
+
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    replayed_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

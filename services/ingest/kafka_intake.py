@@ -1,0 +1,182 @@
+"""Direct Kafka intake: trusted partner producers write Avro (`schemas/intake/`) with identity
+in clear to `<prefix>.intake.<type>.v1`, the partner id in the header `hub-partner`.
+
+Each record is decoded, checked against the partner registry and the HTTP model, and
+admitted through the same `Intake` as an HTTP event. A record that fails goes unchanged to
+the intake dead-letter topic, its reason in the headers (`hub-reason`, `hub-detail`,
+`hub-source-topic`, `hub-source-partition`, `hub-source-offset`), and the stream goes on.
+Offsets are committed after a batch is admitted or dead-lettered, so a crash re-reads the
+batch; the repeats are recognised by their partner_event_id and not published twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+
+import stamina
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.ingest import metrics
+from services.ingest.intake import Intake, Problem, Refused
+from services.ingest.models import MODELS, PartnerEvent
+from services.ingest.registry import RegisteredPartner, active_partner
+from services.ingest.settings import IngestSettings
+from services.ingest.uploads import problems_of
+from services.shared.avro import AvroCodec
+from services.shared.errors import DecodeError
+from services.shared.events import FAMILIES, EventType
+from services.shared.logging import get_logger
+from services.shared.topics import DEADLETTER_HEADERS, intake_deadletter_topic, intake_topic
+
+log = get_logger("hub.ingest.kafka")
+PARTNER_HEADER = "hub-partner"
+_TRANSIENT = (KafkaError, OperationalError, DBAPIError, OSError)
+#: The intake record each topic takes: the source schema's name in the intake namespace.
+_INTAKE_SCHEMA = {
+    t: f"nl.twente.hub.intake.{FAMILIES[t].schema_name.rsplit('.', 1)[1]}Intake" for t in EventType
+}
+
+
+@dataclass(frozen=True)
+class _Letter:
+    record: ConsumerRecord[bytes, bytes]
+    reason: str
+    detail: str
+
+
+class KafkaIntake:
+    """Consumes the intake topics in the background while ingest runs."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        intake: Intake,
+        sessions: async_sessionmaker[AsyncSession],
+        producer: AIOKafkaProducer,
+    ) -> None:
+        self._settings = settings
+        self._intake = intake
+        self._sessions = sessions
+        self._producer = producer
+        self._codec = AvroCodec(settings.schemas_dir / "intake")
+        self._types = {intake_topic(settings, t): t for t in EventType}
+        self._consumer = AIOKafkaConsumer(
+            *self._types,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.ingest_intake_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+        self._task.add_done_callback(_crash_loudly)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(
+                timeout_ms=500, max_records=self._settings.ingest_upload_chunk_rows
+            )
+            for partition, records in batches.items():
+                await self._handle(self._types[partition.topic], records)
+                await self._consumer.commit({partition: records[-1].offset + 1})
+
+    @stamina.retry(on=_TRANSIENT, attempts=10, timeout=120)
+    async def _handle(
+        self, event_type: EventType, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        letters: list[_Letter] = []
+        groups: dict[str, list[tuple[ConsumerRecord[bytes, bytes], PartnerEvent]]] = defaultdict(
+            list
+        )
+        partners: dict[str, RegisteredPartner | None] = {}
+        model = MODELS[event_type]
+        for record in records:
+            partner_id = dict(record.headers).get(PARTNER_HEADER, b"").decode(errors="replace")
+            if partner_id not in partners:
+                async with self._sessions() as session:
+                    partners[partner_id] = await active_partner(session, partner_id)
+            if partners[partner_id] is None:
+                letters.append(
+                    _Letter(
+                        record, "unknown-partner", f"header {PARTNER_HEADER}: no active partner"
+                    )
+                )
+                continue
+            try:
+                name, data = self._codec.decode(record.value or b"")
+                if name != _INTAKE_SCHEMA[event_type]:
+                    raise DecodeError(f"{name} does not belong on this topic")
+                groups[partner_id].append((record, model.model_validate(data)))
+            except DecodeError as exc:
+                letters.append(_Letter(record, "undecodable", str(exc)))
+            except ValidationError as exc:
+                letters.append(_Letter(record, "invalid", _detail(problems_of(exc))))
+        for partner_id, admitted in groups.items():
+            partner = partners[partner_id]
+            assert partner is not None
+            outcomes = await self._intake.admit(
+                event_type, partner, [event for _, event in admitted], "kafka"
+            )
+            letters.extend(
+                _Letter(record, outcome.reason, _detail(outcome.problems))
+                for (record, _), outcome in zip(admitted, outcomes, strict=True)
+                if isinstance(outcome, Refused)
+            )
+        for letter in letters:
+            if letter.reason in {"unknown-partner", "undecodable", "invalid"}:
+                metrics.EVENTS_REJECTED.labels(event_type.value, letter.reason, "kafka").inc()
+            await self._dead_letter(letter)
+
+    async def _dead_letter(self, letter: _Letter) -> None:
+        record = letter.record
+        metrics.DEADLETTERED.labels(letter.reason).inc()
+        log.warning(
+            "intake.deadlettered",
+            reason=letter.reason,
+            detail=letter.detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        kept = [(k, v) for k, v in record.headers if k not in DEADLETTER_HEADERS]
+        await self._producer.send_and_wait(
+            intake_deadletter_topic(self._settings),
+            record.value,
+            key=record.key,
+            headers=[
+                *kept,
+                ("hub-reason", letter.reason.encode()),
+                ("hub-detail", letter.detail.encode()),
+                ("hub-source-topic", record.topic.encode()),
+                ("hub-source-partition", str(record.partition).encode()),
+                ("hub-source-offset", str(record.offset).encode()),
+            ],
+        )
+
+
+def _detail(problems: tuple[Problem, ...] | list[Problem]) -> str:
+    return "; ".join(f"{p.field}: {p.message}" for p in problems)[:1000]
+
+
+def _crash_loudly(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("intake.consumer_died", error=repr(task.exception()))

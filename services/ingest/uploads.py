@@ -1,0 +1,339 @@
+"""Monthly CSV files: spooled encrypted to disk, then read row by row in the background.
+
+The request body goes to a spool file as it arrives, sealed in frames with AES-GCM under
+a key that exists only in this process's memory: a file left behind by a crash is
+unreadable, and its upload is reported `interrupted` (send it again; rows already accepted
+are recognised by their partner_event_id). Reading decrypts one frame at a time and hands
+the CSV reader one line at a time, so memory stays flat whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import os
+import struct
+import tempfile
+import uuid
+from collections.abc import AsyncIterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.ingest import metrics
+from services.ingest.csvfile import CsvReader, CsvRow
+from services.ingest.intake import Intake, Problem, Refused
+from services.ingest.models import MODELS, PartnerEvent
+from services.ingest.registry import RegisteredPartner
+from services.ingest.settings import IngestSettings
+from services.shared.db.models import Upload, UploadProblem
+from services.shared.events import EventType
+from services.shared.logging import get_logger
+
+log = get_logger("hub.ingest.uploads")
+_FRAME = struct.Struct(">I")
+#: An upload still `processing` whose row counts did not move for this long has lost its
+#: instance (a crash or a kill): it is reported, and marked at the next start, `interrupted`.
+STALE_AFTER = dt.timedelta(minutes=5)
+
+
+class TooLarge(Exception):
+    """The body passed the upload size limit while it was being received."""
+
+
+@dataclass
+class Spool:
+    """One upload's encrypted spool file and the digest of what was written into it."""
+
+    path: Path
+    size: int = 0
+    sha256: bytes = b""
+    _key: bytes = field(default_factory=lambda: AESGCM.generate_key(bit_length=256), repr=False)
+
+    @classmethod
+    async def receive(cls, directory: Path | None, body: AsyncIterable[bytes], limit: int) -> Spool:
+        """Writes the body as it arrives; raises TooLarge (and leaves no file) past `limit`."""
+        handle, name = tempfile.mkstemp(prefix="upload-", suffix=".spool", dir=directory)
+        spool = cls(Path(name))
+        aead = AESGCM(spool._key)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(handle, "wb") as out:
+                counter = 0
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    spool.size += len(chunk)
+                    if spool.size > limit:
+                        raise TooLarge
+                    digest.update(chunk)
+                    sealed = aead.encrypt(counter.to_bytes(12, "big"), chunk, None)
+                    out.write(_FRAME.pack(len(sealed)) + sealed)
+                    counter += 1
+        except BaseException:
+            spool.discard()
+            raise
+        spool.sha256 = digest.digest()
+        return spool
+
+    def lines(self) -> Iterator[bytes]:
+        """The file's lines as bytes, each with its line ending, decrypted frame by frame."""
+        aead = AESGCM(self._key)
+        rest = b""
+        with self.path.open("rb") as spooled:
+            counter = 0
+            while header := spooled.read(_FRAME.size):
+                (length,) = _FRAME.unpack(header)
+                chunk = aead.decrypt(counter.to_bytes(12, "big"), spooled.read(length), None)
+                counter += 1
+                start = 0
+                data = rest + chunk
+                while (end := data.find(b"\n", start)) != -1:
+                    yield data[start : end + 1]
+                    start = end + 1
+                rest = data[start:]
+        if rest:
+            yield rest
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def new_upload_id() -> str:
+    return str(uuid.uuid4())
+
+
+def spool_directory(settings: IngestSettings) -> Path | None:
+    directory = settings.ingest_upload_dir
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory
+
+
+class Uploads:
+    """Processes accepted uploads in the background, a few at a time, and reports on them."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        intake: Intake,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._intake = intake
+        self._turns = asyncio.Semaphore(settings.ingest_uploads_parallel)
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(
+        self, upload_id: str, event_type: EventType, partner: RegisteredPartner, spool: Spool
+    ) -> None:
+        """Records the upload and starts processing it; the caller has checked the header."""
+        async with self._sessions() as session, session.begin():
+            session.add(
+                Upload(
+                    upload_id=upload_id,
+                    partner_id=partner.partner_id,
+                    event_type=event_type.value,
+                    status="processing",
+                    size_bytes=spool.size,
+                )
+            )
+        task = asyncio.create_task(self._process(upload_id, event_type, partner, spool))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def stop(self) -> None:
+        """Interrupts what is still running (shutdown); those uploads are marked so."""
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def mark_abandoned(self) -> int:
+        """Marks uploads whose instance went away mid-way `interrupted` (at start-up)."""
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                update(Upload)
+                .where(
+                    Upload.status == "processing",
+                    Upload.updated_at < dt.datetime.now(dt.UTC) - STALE_AFTER,
+                )
+                .values(
+                    status="interrupted", failure=_INTERRUPTED, finished_at=dt.datetime.now(dt.UTC)
+                )
+                .returning(Upload.upload_id)
+            )
+            return len(result.all())
+
+    async def _process(
+        self, upload_id: str, event_type: EventType, partner: RegisteredPartner, spool: Spool
+    ) -> None:
+        status: str = "failed"
+        failure: str | None = "processing failed; send the file again"
+        try:
+            async with self._turns:
+                metrics.UPLOADS_ACTIVE.inc()
+                try:
+                    await self._read(upload_id, event_type, partner, spool)
+                    status, failure = "done", None
+                finally:
+                    metrics.UPLOADS_ACTIVE.dec()
+        except asyncio.CancelledError:
+            status, failure = "interrupted", _INTERRUPTED
+            raise
+        except Exception:  # Kafka or PostgreSQL failed mid-file: the upload says so
+            log.exception("upload.failed", upload_id=upload_id, event_type=event_type.value)
+        finally:
+            spool.discard()
+            metrics.UPLOADS.labels(event_type.value, status).inc()
+            await asyncio.shield(self._finish(upload_id, status, failure))
+            log.info("upload.finished", upload_id=upload_id, status=status)
+
+    async def _read(
+        self, upload_id: str, event_type: EventType, partner: RegisteredPartner, spool: Spool
+    ) -> None:
+        chunk: list[CsvRow] = []
+        for row in CsvReader(event_type, spool.lines()):
+            chunk.append(row)
+            if len(chunk) == self._settings.ingest_upload_chunk_rows:
+                await self._admit(upload_id, event_type, partner, chunk)
+                chunk = []
+        if chunk:
+            await self._admit(upload_id, event_type, partner, chunk)
+
+    async def _admit(
+        self,
+        upload_id: str,
+        event_type: EventType,
+        partner: RegisteredPartner,
+        rows: list[CsvRow],
+    ) -> None:
+        model = MODELS[event_type]
+        problems: list[tuple[int, Problem]] = []
+        valid: list[tuple[int, PartnerEvent]] = []
+        for row in rows:
+            if row.data is None:
+                problems.extend((row.line, Problem(p.field, p.message)) for p in row.problems)
+                continue
+            try:
+                valid.append((row.line, model.model_validate(row.data)))
+            except ValidationError as exc:
+                problems.extend((row.line, p) for p in problems_of(exc))
+        outcomes = await self._intake.admit(
+            event_type, partner, [event for _, event in valid], "upload"
+        )
+        accepted = duplicate = 0
+        for (line, _), outcome in zip(valid, outcomes, strict=True):
+            if isinstance(outcome, Refused):
+                problems.extend((line, p) for p in outcome.problems)
+            elif outcome.duplicate:
+                duplicate += 1
+            else:
+                accepted += 1
+        rejected = len(rows) - accepted - duplicate
+        invalid = rejected - sum(1 for o in outcomes if isinstance(o, Refused))
+        if invalid:
+            metrics.EVENTS_REJECTED.labels(event_type.value, "invalid", "upload").inc(invalid)
+        async with self._sessions() as session, session.begin():
+            if problems:
+                await session.execute(
+                    insert(UploadProblem),
+                    [
+                        {
+                            "upload_id": upload_id,
+                            "line": line,
+                            "field": p.field[:120],
+                            "message": p.message[:300],
+                        }
+                        for line, p in problems
+                    ],
+                )
+            await session.execute(
+                update(Upload)
+                .where(Upload.upload_id == upload_id)
+                .values(
+                    rows_read=Upload.rows_read + len(rows),
+                    rows_accepted=Upload.rows_accepted + accepted,
+                    rows_duplicate=Upload.rows_duplicate + duplicate,
+                    rows_rejected=Upload.rows_rejected + rejected,
+                    updated_at=dt.datetime.now(dt.UTC),
+                )
+            )
+
+    async def _finish(self, upload_id: str, status: str, failure: str | None) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Upload)
+                .where(Upload.upload_id == upload_id)
+                .values(
+                    status=status,
+                    failure=failure,
+                    updated_at=dt.datetime.now(dt.UTC),
+                    finished_at=dt.datetime.now(dt.UTC),
+                )
+            )
+
+    async def report(
+        self, upload_id: str, partner_id: str, after_line: int, limit: int
+    ) -> dict[str, Any] | None:
+        """Progress and problems (from `after_line`, at most `limit`); None when the upload
+        is unknown or another partner's."""
+        async with self._sessions() as session:
+            upload = await session.get(Upload, upload_id)
+            if upload is None or upload.partner_id != partner_id:
+                return None
+            found = (
+                await session.scalars(
+                    select(UploadProblem)
+                    .where(UploadProblem.upload_id == upload_id, UploadProblem.line > after_line)
+                    .order_by(UploadProblem.line, UploadProblem.problem_id)
+                    .limit(limit + 1)
+                )
+            ).all()
+        status = upload.status
+        if status == "processing" and upload.updated_at < dt.datetime.now(dt.UTC) - STALE_AFTER:
+            status = "interrupted"
+        more = len(found) > limit
+        # Never cut one line's problems in two: the next page starts at the next line.
+        shown = list(found[:limit])
+        if more and shown:
+            last = shown[-1].line
+            if found[limit].line == last:
+                shown = [p for p in shown if p.line != last] or shown
+        return {
+            "upload_id": upload.upload_id,
+            "event_type": upload.event_type,
+            "status": status,
+            "failure": upload.failure if status != "interrupted" else _INTERRUPTED,
+            "size_bytes": upload.size_bytes,
+            "rows": {
+                "read": upload.rows_read,
+                "accepted": upload.rows_accepted,
+                "duplicate": upload.rows_duplicate,
+                "rejected": upload.rows_rejected,
+            },
+            "received_at": upload.created_at.isoformat(),
+            "finished_at": upload.finished_at.isoformat() if upload.finished_at else None,
+            "problems": [{"line": p.line, "field": p.field, "message": p.message} for p in shown],
+            "next_after_line": shown[-1].line if more and shown else None,
+        }
+
+
+_INTERRUPTED = "processing stopped before the end (restart); send the file again"
+
+
+def problems_of(exc: ValidationError) -> list[Problem]:
+    """pydantic's errors as field paths and messages; its `input` would echo identity data."""
+    return [Problem(field_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
