@@ -280,6 +280,9 @@ class HubStack:
                 raise RuntimeError(f"{service} not ready in {READY_TIMEOUT_S} s")
             time.sleep(0.2)
 
+    def pid(self, service: str) -> int:
+        return self._processes[service].pid
+
     def kill(self, service: str) -> None:
         """SIGKILL: the process gets no chance to flush or commit anything."""
         process = self._processes.pop(service)

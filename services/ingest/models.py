@@ -12,7 +12,14 @@ import datetime as dt
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from services.shared.events import CreditorType, EventType
 from services.shared.identity import (
@@ -180,14 +187,19 @@ class PartnerEvent(_Strict):
             raise ValueError("not one of the 14 Twente municipalities (CBS GM code)")
         return value
 
-    @model_validator(mode="after")
-    def _wijk_in_municipality(self) -> PartnerEvent:
-        if self.wijk_code is not None and (
-            not WIJK_CODE.match(self.wijk_code)
-            or not wijk_belongs_to(self.wijk_code, self.municipality_code)
-        ):
-            raise ValueError("wijk_code must be WK + 6 digits within the municipality_code")
-        return self
+    # Rules between fields are field validators of the later field, so a refusal names a
+    # field (pydantic reports a model validator's error at the whole object).
+    @field_validator("wijk_code")
+    @classmethod
+    def _wijk_in_municipality(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if not WIJK_CODE.match(value):
+            raise ValueError("must be WK + 6 digits (CBS wijk code)")
+        municipality = info.data.get("municipality_code")
+        if municipality is not None and not wijk_belongs_to(value, municipality):
+            raise ValueError("lies outside the municipality_code")
+        return value
 
 
 class DebtSignalIn(PartnerEvent):
@@ -208,13 +220,20 @@ class DebtSignalIn(PartnerEvent):
         description="Number of missed payment terms (DDAS), where the creditor knows it.",
     )
 
-    @model_validator(mode="after")
-    def _dates_and_crisis(self) -> DebtSignalIn:
-        if self.arrear_start_date > self.signal_date:
-            raise ValueError("arrear_start_date must not be after signal_date")
-        if self.crisis_kind is not None and not self.crisis:
-            raise ValueError("crisis_kind is only allowed when crisis is true")
-        return self
+    @field_validator("signal_date")
+    @classmethod
+    def _not_before_arrear(cls, value: dt.date, info: ValidationInfo) -> dt.date:
+        start = info.data.get("arrear_start_date")
+        if start is not None and start > value:
+            raise ValueError("must not lie before arrear_start_date")
+        return value
+
+    @field_validator("crisis_kind")
+    @classmethod
+    def _only_in_crisis(cls, value: CrisisKind | None, info: ValidationInfo) -> CrisisKind | None:
+        if value is not None and info.data.get("crisis") is False:
+            raise ValueError("only allowed when crisis is true")
+        return value
 
 
 class WvggzReportIn(PartnerEvent):
@@ -236,12 +255,15 @@ class CareIndicationIn(PartnerEvent):
     message_type: CareMessageType
     product_category: str | None = Field(None, pattern=r"^\d{2}$")
 
-    @model_validator(mode="after")
-    def _message_fits_kind(self) -> CareIndicationIn:
-        nursing = self.care_kind is CareKind.WIJKVERPLEGING
-        if nursing != (self.message_type is CareMessageType.ZVW_INDICATION):
+    @field_validator("message_type")
+    @classmethod
+    def _message_fits_kind(cls, value: CareMessageType, info: ValidationInfo) -> CareMessageType:
+        kind = info.data.get("care_kind")
+        if kind is not None and (kind is CareKind.WIJKVERPLEGING) != (
+            value is CareMessageType.ZVW_INDICATION
+        ):
             raise ValueError("WIJKVERPLEGING goes with ZVW_INDICATION, WMO with an iWmo message")
-        return self
+        return value
 
 
 MODELS: dict[EventType, type[PartnerEvent]] = {

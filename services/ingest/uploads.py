@@ -225,7 +225,7 @@ class Uploads:
             try:
                 valid.append((row.line, model.model_validate(row.data)))
             except ValidationError as exc:
-                problems.extend((row.line, p) for p in problems_of(exc))
+                problems.extend((row.line, p) for p in problems_of(exc, whole="row"))
         outcomes = await self._intake.admit(
             event_type, partner, [event for _, event in valid], "upload"
         )
@@ -329,11 +329,12 @@ class Uploads:
 _INTERRUPTED = "processing stopped before the end (restart); send the file again"
 
 
-def problems_of(exc: ValidationError) -> list[Problem]:
-    """pydantic's errors as field paths and messages; its `input` would echo identity data."""
-    return [Problem(field_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+def problems_of(exc: ValidationError, whole: str = "body") -> list[Problem]:
+    """pydantic's errors as field paths and messages; its `input` would echo identity data.
+    `whole` names a fault of the event as a whole."""
+    return [Problem(field_path(tuple(e["loc"]), whole), e["msg"]) for e in exc.errors()]
 
 
-def field_path(loc: tuple[Any, ...]) -> str:
+def field_path(loc: tuple[Any, ...], whole: str = "body") -> str:
     parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+    return ".".join(parts) or whole

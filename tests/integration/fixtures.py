@@ -126,14 +126,14 @@ class Hub:
             headers={"Authorization": f"Bearer {key}"},
         )
 
-    def finished_upload(self, upload_id: str, key: str) -> dict[str, Any]:
+    def finished_upload(self, upload_id: str, key: str, timeout: float = WAIT_S) -> dict[str, Any]:
         """The upload's report once its processing ended."""
 
         def finished() -> dict[str, Any] | None:
             report: dict[str, Any] = self.upload_report(upload_id, key).json()
             return None if report["status"] == "processing" else report
 
-        return wait_for(finished, f"upload {upload_id} to finish")
+        return wait_for(finished, f"upload {upload_id} to finish", timeout)
 
     def team_get(self, path: str, token: str | None = None) -> httpx.Response:
         return self.client.get(
