@@ -503,7 +503,7 @@ def _add_upload_route(
             await uploads().start(upload_id, event_type, partner, spool)
             body = {
                 "upload_id": upload_id,
-                "status": "processing",
+                "status": "queued",
                 "status_url": f"/v1/uploads/{upload_id}",
             }
             return idempotency.Stored(202, body)

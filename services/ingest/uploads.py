@@ -39,9 +39,12 @@ from services.shared.logging import get_logger
 
 log = get_logger("hub.ingest.uploads")
 _FRAME = struct.Struct(">I")
-#: An upload still `processing` whose row counts did not move for this long has lost its
+#: An upload `queued` or `processing` that gave no sign of life for this long has lost its
 #: instance (a crash or a kill): it is reported, and marked at the next start, `interrupted`.
+#: Processing touches the upload every chunk of rows, waiting every HEARTBEAT.
 STALE_AFTER = dt.timedelta(minutes=5)
+HEARTBEAT = dt.timedelta(minutes=1)
+_UNDER_WAY = ("queued", "processing")
 
 
 class TooLarge(Exception):
@@ -142,7 +145,7 @@ class Uploads:
                     upload_id=upload_id,
                     partner_id=partner.partner_id,
                     event_type=event_type.value,
-                    status="processing",
+                    status="queued",
                     size_bytes=spool.size,
                 )
             )
@@ -162,7 +165,7 @@ class Uploads:
             result = await session.execute(
                 update(Upload)
                 .where(
-                    Upload.status == "processing",
+                    Upload.status.in_(_UNDER_WAY),
                     Upload.updated_at < dt.datetime.now(dt.UTC) - STALE_AFTER,
                 )
                 .values(
@@ -178,13 +181,14 @@ class Uploads:
         status: str = "failed"
         failure: str | None = "processing failed; send the file again"
         try:
-            async with self._turns:
-                metrics.UPLOADS_ACTIVE.inc()
-                try:
-                    await self._read(upload_id, event_type, partner, spool)
-                    status, failure = "done", None
-                finally:
-                    metrics.UPLOADS_ACTIVE.dec()
+            await self._wait_for_turn(upload_id)
+            metrics.UPLOADS_ACTIVE.inc()
+            try:
+                await self._read(upload_id, event_type, partner, spool)
+                status, failure = "done", None
+            finally:
+                metrics.UPLOADS_ACTIVE.dec()
+                self._turns.release()
         except asyncio.CancelledError:
             status, failure = "interrupted", _INTERRUPTED
             raise
@@ -195,6 +199,28 @@ class Uploads:
             metrics.UPLOADS.labels(event_type.value, status).inc()
             await asyncio.shield(self._finish(upload_id, status, failure))
             log.info("upload.finished", upload_id=upload_id, status=status)
+
+    async def _wait_for_turn(self, upload_id: str) -> None:
+        """Waits for a free turn, saying every HEARTBEAT that the upload is still queued."""
+        while True:
+            try:
+                await asyncio.wait_for(self._turns.acquire(), HEARTBEAT.total_seconds())
+                break
+            except TimeoutError:
+                await self._touch(upload_id, "queued")
+        try:
+            await self._touch(upload_id, "processing")
+        except BaseException:
+            self._turns.release()
+            raise
+
+    async def _touch(self, upload_id: str, status: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Upload)
+                .where(Upload.upload_id == upload_id)
+                .values(status=status, updated_at=dt.datetime.now(dt.UTC))
+            )
 
     async def _read(
         self, upload_id: str, event_type: EventType, partner: RegisteredPartner, spool: Spool
@@ -298,7 +324,7 @@ class Uploads:
                 )
             ).all()
         status = upload.status
-        if status == "processing" and upload.updated_at < dt.datetime.now(dt.UTC) - STALE_AFTER:
+        if status in _UNDER_WAY and upload.updated_at < dt.datetime.now(dt.UTC) - STALE_AFTER:
             status = "interrupted"
         more = len(found) > limit
         # Never cut one line's problems in two: the next page starts at the next line.

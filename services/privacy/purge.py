@@ -22,6 +22,9 @@ from services.shared.db.models import (
     ContactDetail,
     Contribution,
     HouseholdKey,
+    IdempotencyKey,
+    IngestReceipt,
+    Upload,
 )
 from services.shared.events import FAMILIES, EventType
 from services.shared.logging import get_logger
@@ -38,6 +41,11 @@ class PurgeReport:
     contacts_deleted: dict[str, int]
     households_purged_in_matcher: int
     keys_shredded: int
+    #: Ingest's bookkeeping past its retention: receipts of events (a later repeat counts
+    #: as new), uploads with their problem reports, and Idempotency-Keys with their answers.
+    receipts_deleted: int
+    uploads_deleted: int
+    idempotency_keys_deleted: int
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,6 +162,10 @@ async def purge(
             delete(HouseholdKey).where(HouseholdKey.household_id.in_(orphans), ~sealing)
         )
 
+    receipts_deleted, uploads_deleted, keys_deleted = await _purge_ingest_bookkeeping(
+        session, settings, as_of_start
+    )
+
     await sender.send("PURGE", households, "retention", cutoffs=limits)
     report = PurgeReport(
         as_of=as_of.isoformat(),
@@ -163,6 +175,9 @@ async def purge(
         contacts_deleted=contacts_deleted,
         households_purged_in_matcher=len(households),
         keys_shredded=len(orphans),
+        receipts_deleted=receipts_deleted,
+        uploads_deleted=uploads_deleted,
+        idempotency_keys_deleted=keys_deleted,
     )
     summary = report.to_json()
     record_run(session, "purge", started_at, summary, reference="retention")
@@ -176,5 +191,41 @@ async def purge(
         notes_deleted=notes_deleted,
         households_purged_in_matcher=len(households),
         keys_shredded=len(orphans),
+        receipts_deleted=receipts_deleted,
+        uploads_deleted=uploads_deleted,
+        idempotency_keys_deleted=keys_deleted,
     )
     return report
+
+
+async def _purge_ingest_bookkeeping(
+    session: AsyncSession, settings: HubSettings, as_of_start: dt.datetime
+) -> tuple[int, int, int]:
+    """Receipts go with their event type's retention; uploads and Idempotency-Keys after
+    `retention_upload_days`. Returns how many of each were deleted."""
+    receipts = await session.execute(
+        delete(IngestReceipt)
+        .where(
+            or_(
+                *(
+                    and_(
+                        IngestReceipt.event_type == t.value,
+                        IngestReceipt.received_at
+                        < as_of_start - dt.timedelta(days=settings.retention_event_days[t.value]),
+                    )
+                    for t in EventType
+                )
+            )
+        )
+        .returning(IngestReceipt.event_id)
+    )
+    uploads_cutoff = as_of_start - dt.timedelta(days=settings.retention_upload_days)
+    uploads = await session.execute(
+        delete(Upload).where(Upload.created_at < uploads_cutoff).returning(Upload.upload_id)
+    )
+    keys = await session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.created_at < uploads_cutoff)
+        .returning(IdempotencyKey.key)
+    )
+    return len(receipts.all()), len(uploads.all()), len(keys.all())

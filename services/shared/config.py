@@ -50,6 +50,8 @@ class HubSettings(BaseSettings):
     )
     #: Days the Kafka intake topics and their dead letters keep a record (identity in clear).
     retention_intake_days: int = Field(7, ge=1, le=30)
+    #: Days ingest keeps an upload's report and a batch's or upload's Idempotency-Key answer.
+    retention_upload_days: int = Field(30, ge=1)
     #: Days an open alert keeps its personal details after it was raised.
     retention_open_alert_days: int = Field(730, ge=1)
     #: Days a closed alert keeps its personal details after closing, per outcome.

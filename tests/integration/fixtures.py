@@ -131,7 +131,7 @@ class Hub:
 
         def finished() -> dict[str, Any] | None:
             report: dict[str, Any] = self.upload_report(upload_id, key).json()
-            return None if report["status"] == "processing" else report
+            return None if report["status"] in {"queued", "processing"} else report
 
         return wait_for(finished, f"upload {upload_id} to finish", timeout)
 

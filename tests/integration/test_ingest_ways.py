@@ -305,3 +305,33 @@ def test_kafka_intake_forwards_valid_records_and_dead_letters_the_rest(hub: Hub)
         )
         >= 1
     )
+
+
+def test_retention_deletes_receipts_and_uploads_past_their_time(hub: Hub) -> None:
+    partner_id, key = new_partner(hub)
+    event = signal()
+    first = hub.post("debt-signal", event, key).json()
+    upload_id = hub.upload("debt-signal", csv_file([signal()]), key).json()["upload_id"]
+    hub.finished_upload(upload_id, key)
+    # Backdated to 2019: the purge of 2020-01-01 is then past their retention, and no other
+    # test's bookkeeping is that old.
+    hub.execute(
+        "update ingest_receipts set received_at = '2019-01-01' "
+        "where partner_id = :p and partner_event_id = :e",
+        p=partner_id,
+        e=event["partner_event_id"],
+    )
+    hub.execute("update uploads set created_at = '2019-01-01' where upload_id = :u", u=upload_id)
+    done = hub.cli("privacy", "purge", "--as-of", "2020-01-01", "--json")
+    assert done.returncode == 0
+    report = json.loads(done.stdout)
+    assert report["receipts_deleted"] >= 1 and report["uploads_deleted"] >= 1
+    assert hub.upload_report(upload_id, key).status_code == 404
+    assert (
+        hub.query("select count(*) from upload_problems where upload_id = :u", u=upload_id)[0][0]
+        == 0
+    )
+    # Forgotten: the event counts as new again, as the matcher has forgotten it too.
+    again = hub.post("debt-signal", event, key)
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers
+    assert again.json() == first

@@ -456,7 +456,7 @@ class Upload(Base):
     upload_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     partner_id: Mapped[str] = mapped_column(String(64), index=True)
     event_type: Mapped[str] = mapped_column(String(32))
-    #: processing, done, failed or interrupted
+    #: queued, processing, done, failed or interrupted
     status: Mapped[str] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     rows_read: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
