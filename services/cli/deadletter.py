@@ -42,6 +42,11 @@ class Letter:
     partner: str | None
     replayed_at: str | None
 
+    @property
+    def name(self) -> str:
+        """How `list` shows the letter and `replay --letter` takes it: topic/partition@offset."""
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
 
 ReasonOption = Annotated[
     list[str] | None, typer.Option("--reason", help="Only letters with this reason (repeat).")
@@ -124,10 +129,15 @@ def list_letters(
     if as_json:
         out.print_json(json.dumps([asdict(letter) for letter in letters]))
         return
+    _show(letters)
+    out.print(f"{len(letters)} dead letters")
+
+
+def _show(letters: list[Letter]) -> None:
     table = Table("letter", "at", "reason", "detail", "source", "partner", "replayed")
     for letter in letters:
         table.add_row(
-            f"{letter.topic}/{letter.partition}@{letter.offset}",
+            letter.name,
             letter.at[:19],
             letter.reason,
             letter.detail,
@@ -136,16 +146,18 @@ def list_letters(
             (letter.replayed_at or "")[:19],
         )
     out.print(table)
-    out.print(f"{len(letters)} dead letters")
 
 
 @deadletter_app.command()
 def replay(
     reason: ReasonOption = None,
     partner: PartnerOption = None,
-    offset: Annotated[
-        list[int] | None,
-        typer.Option("--offset", help="Only the letter at this offset of its topic (repeat)."),
+    letter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--letter",
+            help="Only this letter, as `list` shows it: topic/partition@offset (repeat).",
+        ),
     ] = None,
     every: Annotated[bool, typer.Option("--all", help="Every letter not replayed yet.")] = False,
     again: Annotated[
@@ -157,24 +169,28 @@ def replay(
     as_json: JsonOption = False,
 ) -> None:
     """Send dead letters back to their source topic, unchanged, once their cause is fixed."""
-    if not (reason or partner or offset or every):
-        refuse("say which letters: --reason, --partner, --offset or --all")
+    if not (reason or partner or letter or every):
+        refuse("say which letters: --reason, --partner, --letter or --all")
     _settings_and_logging()
     chosen = [
-        letter
-        for letter in asyncio.run(_letters(reason, partner))
-        if (not offset or letter.offset in offset)
-        and (again or letter.replayed_at is None)
-        and letter.source_topic
+        found
+        for found in asyncio.run(_letters(reason, partner))
+        if (not letter or found.name in letter)
+        and (again or found.replayed_at is None)
+        and found.source_topic
     ]
     if not dry_run and chosen:
         asyncio.run(_replay(chosen))
-    summary = {"replayed": 0 if dry_run else len(chosen), "selected": len(chosen)}
+    summary = {
+        "replayed": 0 if dry_run else len(chosen),
+        "selected": [found.name for found in chosen],
+    }
     if as_json:
         out.print_json(json.dumps(summary))
-    else:
-        verb = "would replay" if dry_run else "replayed"
-        err.print(f"{verb} {len(chosen)} dead letters")
+        return
+    if dry_run:
+        _show(chosen)
+    err.print(f"{'would replay' if dry_run else 'replayed'} {len(chosen)} dead letters")
 
 
 async def _replay(letters: list[Letter]) -> None:

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.ingest import idempotency, metrics
 from services.ingest.csvfile import CsvReader, CsvRefused
-from services.ingest.intake import Accepted, Intake, Outcome, Problem, Refused
+from services.ingest.intake import Accepted, Channel, Intake, Outcome, Problem, Refused
 from services.ingest.kafka_intake import KafkaIntake
 from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.registry import RegisteredPartner, authenticate
@@ -41,6 +41,7 @@ from services.ingest.uploads import (
     field_path,
     new_upload_id,
     problems_of,
+    remove_leftover_spools,
     spool_directory,
 )
 from services.shared.avro import AvroCodec
@@ -57,6 +58,8 @@ log = get_logger("hub.ingest")
 _bearer = HTTPBearer(auto_error=False)
 _TYPE_NAMES = frozenset(t.value for t in EventType)
 _REPLAYED = {"Idempotent-Replayed": "true"}
+#: What a refusal without a field of its own is about.
+_FAULT = {401: "Authorization", 403: "event_type", 404: "path", 405: "method", 429: "Authorization"}
 
 
 class Accepted202(BaseModel):
@@ -134,12 +137,18 @@ def create_app(settings: IngestSettings) -> FastAPI:
         intake = Intake(settings, codec, pseudonyms, sessions, vault, producer)
         uploads = Uploads(settings, sessions, intake)
         abandoned = await uploads.mark_abandoned()
+        leftovers = remove_leftover_spools(spool_directory(settings))
         kafka = None
         if settings.ingest_kafka_intake:
             kafka = KafkaIntake(settings, intake, sessions, producer)
             await kafka.start()
         runtime["now"] = _Runtime(intake, uploads, kafka)
-        log.info("ingest.started", kafka=settings.kafka_bootstrap, uploads_interrupted=abandoned)
+        log.info(
+            "ingest.started",
+            kafka=settings.kafka_bootstrap,
+            uploads_interrupted=abandoned,
+            spools_removed=leftovers,
+        )
         try:
             yield
         finally:
@@ -169,18 +178,25 @@ def create_app(settings: IngestSettings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _rejected(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Answer with field paths and messages only: pydantic's `input` would echo identity data.
-        segment = request.url.path.removeprefix("/v1/events/").split("/")[0]
-        event_type = segment if segment in _TYPE_NAMES else "other"
-        metrics.EVENTS_REJECTED.labels(event_type, "invalid", "http").inc()
+        segment = request.url.path.removeprefix("/v1/events/")
+        if segment in _TYPE_NAMES:  # one event; other routes read their bodies themselves
+            metrics.EVENTS_REJECTED.labels(segment, "invalid", "http").inc()
         problems = [
-            FieldProblem(field=field_path(tuple(e["loc"])), message=e["msg"]).model_dump()
+            FieldProblem(
+                # Broken JSON has a character position where a field would be.
+                field="body" if e["type"] == "json_invalid" else field_path(tuple(e["loc"])),
+                message=e["msg"],
+            ).model_dump()
             for e in exc.errors()
         ]
         return JSONResponse({"errors": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
-    @app.exception_handler(FieldRefusal)
-    async def _field_refused(request: Request, exc: FieldRefusal) -> JSONResponse:
-        return _refuse(exc.status_code, exc.field, str(exc.detail))
+    @app.exception_handler(HTTPException)
+    async def _refused(request: Request, exc: HTTPException) -> JSONResponse:
+        # Every refusal in one shape, naming what is at fault; `detail` as FastAPI has it.
+        field = exc.field if isinstance(exc, FieldRefusal) else _FAULT.get(exc.status_code, "")
+        body = {"detail": exc.detail, **_errors(Problem(field or "request", str(exc.detail)))}
+        return JSONResponse(body, exc.status_code, headers=exc.headers)
 
     # Key digest -> the partner holding it (or None: refused), for ingest_key_cache_s seconds.
     known: TTLCache[bytes, RegisteredPartner | None] = TTLCache(
@@ -219,7 +235,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
                 wait = max(1, math.ceil(stats.reset_time - time.time()))
                 raise HTTPException(
                     status.HTTP_429_TOO_MANY_REQUESTS,
-                    f"more than {limit} requests; try again in {wait} s",
+                    f"over this partner's limit of {limit.amount} requests per "
+                    f"{limit.multiples} {limit.GRANULARITY.name}; try again in {wait} s",
                     headers={"Retry-After": str(wait)},
                 )
         return partner
@@ -277,12 +294,21 @@ def create_app(settings: IngestSettings) -> FastAPI:
     return app
 
 
-def _forbidden(event_type: EventType, partner: RegisteredPartner) -> None:
-    if event_type not in partner.event_types:
-        metrics.EVENTS_REJECTED.labels(event_type.value, "forbidden-type", "http").inc()
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"partner may not publish {event_type.value} events"
-        )
+def _permitted(event_type: EventType, channel: Channel, partner_dep: Any) -> Any:
+    """A dependency: the partner, if it may publish `event_type`; else 403. FastAPI solves
+    dependencies before it validates the body, so a forbidden type is refused first."""
+
+    async def permitted(
+        partner: Annotated[RegisteredPartner, Depends(partner_dep)],
+    ) -> RegisteredPartner:
+        if event_type not in partner.event_types:
+            metrics.EVENTS_REJECTED.labels(event_type.value, "forbidden-type", channel).inc()
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"partner may not publish {event_type.value} events"
+            )
+        return partner
+
+    return permitted
 
 
 def _add_event_route(
@@ -292,9 +318,8 @@ def _add_event_route(
 
     async def publish(
         body: model,  # type: ignore[valid-type]
-        partner: Annotated[RegisteredPartner, Depends(partner_dep)],
+        partner: Annotated[RegisteredPartner, Depends(_permitted(event_type, "http", partner_dep))],
     ) -> JSONResponse:
-        _forbidden(event_type, partner)
         event = cast(PartnerEvent, body)  # FastAPI validated it as this type's model
         (outcome,) = await intake().admit(event_type, partner, [event], "http")
         if isinstance(outcome, Accepted):
@@ -391,10 +416,11 @@ def _add_batch_route(
 
     async def publish_batch(
         request: Request,
-        partner: Annotated[RegisteredPartner, Depends(partner_dep)],
+        partner: Annotated[
+            RegisteredPartner, Depends(_permitted(event_type, "batch", partner_dep))
+        ],
         key: IdempotencyHeader = None,
     ) -> JSONResponse:
-        _forbidden(event_type, partner)
         body = await request.body()
         try:
             items = json.loads(body)
@@ -477,10 +503,11 @@ def _add_upload_route(
 ) -> None:
     async def upload(
         request: Request,
-        partner: Annotated[RegisteredPartner, Depends(partner_dep)],
+        partner: Annotated[
+            RegisteredPartner, Depends(_permitted(event_type, "upload", partner_dep))
+        ],
         key: IdempotencyHeader = None,
     ) -> JSONResponse:
-        _forbidden(event_type, partner)
         try:
             spool = await Spool.receive(
                 spool_directory(settings), request.stream(), settings.ingest_max_upload_bytes
@@ -498,9 +525,13 @@ def _add_upload_route(
                 _errors(*(Problem(p.field, p.message) for p in refusal.problems)), 422
             )
 
+        taken = False
+
         async def work() -> idempotency.Stored:
+            nonlocal taken
             upload_id = new_upload_id()
             await uploads().start(upload_id, event_type, partner, spool)
+            taken = True
             body = {
                 "upload_id": upload_id,
                 "status": "queued",
@@ -509,12 +540,13 @@ def _add_upload_route(
             return idempotency.Stored(202, body)
 
         digest = hashlib.sha256(spool.sha256 + event_type.value.encode()).digest()
-        answer = await _idempotent(
-            sessions, partner, key, f"upload:{event_type.value}", digest, work
-        )
-        if answer.headers.get("Idempotent-Replayed"):
-            spool.discard()
-        return answer
+        try:
+            return await _idempotent(
+                sessions, partner, key, f"upload:{event_type.value}", digest, work
+            )
+        finally:
+            if not taken:  # a repeat, a refused key or a failure: no upload reads the spool
+                spool.discard()
 
     app.add_api_route(
         f"/v1/uploads/{event_type.value}",

@@ -260,10 +260,12 @@ def _read_header(layout: list[Column], first: bytes | None) -> tuple[str, list[C
     for position, name in enumerate(names, start=1):
         if not name:
             problems.append(CsvProblem("header", f"column {position} has no name"))
+        elif name not in known:
+            # Never the cell itself: a first line mixing column names and data would echo a
+            # name or a birth date. The position, and a known name as the hint, are safe.
+            problems.append(CsvProblem("header", _unknown(position, name, known)))
         elif name in seen:
             problems.append(CsvProblem("header", f"column {_shown(name)} appears more than once"))
-        elif name not in known:
-            problems.append(CsvProblem("header", _unknown(name, known)))
         seen.add(name)
     problems += [
         CsvProblem("header", f"required column {_shown(column.name)} is missing")
@@ -279,10 +281,10 @@ def _shown(name: str) -> str:
     return repr(name if len(name) <= _NAME_SHOWN else name[:_NAME_SHOWN] + "…")
 
 
-def _unknown(name: str, known: dict[str, Column]) -> str:
+def _unknown(position: int, name: str, known: dict[str, Column]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {_shown(close[0])}?)" if close else ""
-    return f"unknown column {_shown(name)}{hint}"
+    hint = f"; did you mean {_shown(close[0])}?" if close else ""
+    return f"column {position} is not a column of this file type{hint}"
 
 
 def _required_groups(layout: list[Column]) -> list[tuple[str, ...]]:

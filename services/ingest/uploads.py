@@ -10,6 +10,7 @@ the CSV reader one line at a time, so memory stays flat whatever the file's size
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -118,6 +119,23 @@ def spool_directory(settings: IngestSettings) -> Path | None:
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return directory
+
+
+#: Spool files older than this belong to no live upload (a crash left them): unreadable
+#: without their key, they only take disk space.
+SPOOL_LEFTOVER_AFTER = dt.timedelta(days=1)
+
+
+def remove_leftover_spools(directory: Path | None) -> int:
+    """Deletes spool files a crashed instance left behind; returns how many."""
+    cutoff = (dt.datetime.now(dt.UTC) - SPOOL_LEFTOVER_AFTER).timestamp()
+    removed = 0
+    for path in Path(directory or tempfile.gettempdir()).glob("upload-*.spool"):
+        with contextlib.suppress(FileNotFoundError):  # another instance got there first
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 class Uploads:

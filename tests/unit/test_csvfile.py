@@ -254,15 +254,28 @@ def test_a_quote_that_is_never_closed_is_reported_at_its_row() -> None:
 # --- refusing the whole file ----------------------------------------------------------
 
 
-def test_unknown_and_missing_columns_are_refused_by_name() -> None:
+def test_unknown_columns_are_refused_by_position_and_missing_ones_by_name() -> None:
     text = HEADER.replace("resident.birth_date", "resident.birthdate") + ";kleur\n" + LINE
+    position = HEADER.split(";").index("resident.birth_date") + 1
     assert refusal(text) == [
         CsvProblem(
-            "header", "unknown column 'resident.birthdate' (did you mean 'resident.birth_date'?)"
+            "header",
+            f"column {position} is not a column of this file type; "
+            "did you mean 'resident.birth_date'?",
         ),
-        CsvProblem("header", "unknown column 'kleur'"),
+        CsvProblem(
+            "header", f"column {len(HEADER.split(';')) + 1} is not a column of this file type"
+        ),
         CsvProblem("header", "required column 'resident.birth_date' is missing"),
     ]
+
+
+def test_a_first_line_mixing_names_and_data_echoes_no_cell() -> None:
+    data_cells = "Test Persoon 7;01-02-1970;7511AB"
+    problems = refusal(f"partner_event_id;{data_cells}\n")
+    assert problems and all(
+        cell not in p.message for p in problems for cell in data_cells.split(";")
+    )
 
 
 def test_a_repeated_or_unnamed_column_is_refused() -> None:
