@@ -165,5 +165,53 @@ def demo(
         typer.echo(json.dumps(summary, indent=2))
 
 
+bench_app = typer.Typer(help="Measure the hub on this machine.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    events: Annotated[
+        int, typer.Option(min=100, max=200_000, help="Events sent through each way in.")
+    ] = 5000,
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="Use this Kafka (HOST:PORT) instead of starting the embedded broker."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Use this PostgreSQL (asyncpg URL) instead of an embedded one."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Send the same events one at a time, in batches, as a CSV file and through the Kafka
+    intake; print events per second (and as a ratio to one at a time) and ingest's peak
+    memory growth for each way."""
+    from rich.table import Table
+
+    from services.cli.bench import run_bench
+
+    results = run_bench(kafka=kafka, database_url=database_url, events=events)
+    base = results[0].per_second
+    figures = [
+        {
+            "way": r.way,
+            "events": r.events,
+            "seconds": round(r.seconds, 1),
+            "events_per_second": round(r.per_second),
+            "ratio_to_http": round(r.per_second / base, 1),
+            "peak_rss_growth_mib": round(r.peak_rss_growth_mib, 1),
+        }
+        for r in results
+    ]
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    table = Table("way", "events", "seconds", "events/s", "x one at a time", "peak RSS +MiB")
+    for f in figures:
+        table.add_row(*(str(v) for v in f.values()))
+    Console().print(table)
+
+
 if __name__ == "__main__":
     app()
