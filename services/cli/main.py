@@ -122,21 +122,23 @@ def db_upgrade(revision: str = "head") -> None:
     err.print(f"database at revision {revision}")
 
 
+KafkaOption = Annotated[
+    str | None,
+    typer.Option(help="Use this Kafka (HOST:PORT) instead of starting the embedded broker."),
+]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(help="Use this PostgreSQL (SQLAlchemy asyncpg URL) instead of an embedded one."),
+]
+
+
 @app.command()
 def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
     ] = False,
-    kafka: Annotated[
-        str | None,
-        typer.Option(help="Use this Kafka (HOST:PORT) instead of starting the embedded broker."),
-    ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            help="Use this PostgreSQL (SQLAlchemy asyncpg URL) instead of an embedded one."
-        ),
-    ] = None,
+    kafka: KafkaOption = None,
+    database_url: DatabaseUrlOption = None,
     seed: Annotated[
         int, typer.Option(help="Seed of the synthetic year; the same seed gives the same alerts.")
     ] = 2026,
@@ -174,14 +176,8 @@ def bench_ingest(
     events: Annotated[
         int, typer.Option(min=100, max=200_000, help="Events sent through each way in.")
     ] = 5000,
-    kafka: Annotated[
-        str | None,
-        typer.Option(help="Use this Kafka (HOST:PORT) instead of starting the embedded broker."),
-    ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(help="Use this PostgreSQL (asyncpg URL) instead of an embedded one."),
-    ] = None,
+    kafka: KafkaOption = None,
+    database_url: DatabaseUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Send the same events one at a time, in batches, as a CSV file and through the Kafka

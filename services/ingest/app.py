@@ -58,6 +58,9 @@ log = get_logger("hub.ingest")
 _bearer = HTTPBearer(auto_error=False)
 _TYPE_NAMES = frozenset(t.value for t in EventType)
 _REPLAYED = {"Idempotent-Replayed": "true"}
+_FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The partner may not publish this event type"}
+}
 #: What a refusal without a field of its own is about.
 _FAULT = {401: "Authorization", 403: "event_type", 404: "path", 405: "method", 429: "Authorization"}
 
@@ -338,7 +341,7 @@ def _add_event_route(
         status_code=status.HTTP_202_ACCEPTED,
         response_model=Accepted202,
         responses={
-            403: {"description": "The partner may not publish this event type"},
+            **_FORBIDDEN,
             409: {"model": Rejected, "description": "partner_event_id used for other content"},
         },
         name=f"publish_{event_type.name.lower()}",
@@ -445,7 +448,7 @@ def _add_batch_route(
         methods=["POST"],
         response_model=BatchReport,
         responses={
-            403: {"description": "The partner may not publish this event type"},
+            **_FORBIDDEN,
             409: {"model": Rejected, "description": "Idempotency-Key used for another body"},
         },
         openapi_extra=_batch_schema(event_type, most),
@@ -555,7 +558,7 @@ def _add_upload_route(
         status_code=status.HTTP_202_ACCEPTED,
         response_model=UploadAccepted,
         responses={
-            403: {"description": "The partner may not publish this event type"},
+            **_FORBIDDEN,
             409: {"model": Rejected, "description": "Idempotency-Key used for another file"},
         },
         openapi_extra={

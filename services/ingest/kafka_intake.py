@@ -32,7 +32,12 @@ from services.shared.avro import AvroCodec
 from services.shared.errors import DecodeError
 from services.shared.events import FAMILIES, EventType
 from services.shared.logging import get_logger
-from services.shared.topics import DEADLETTER_HEADERS, intake_deadletter_topic, intake_topic
+from services.shared.topics import (
+    DEADLETTER_HEADERS,
+    deadletter_headers,
+    intake_deadletter_topic,
+    intake_topic,
+)
 
 log = get_logger("hub.ingest.kafka")
 PARTNER_HEADER = "hub-partner"
@@ -162,14 +167,10 @@ class KafkaIntake:
             intake_deadletter_topic(self._settings),
             record.value,
             key=record.key,
-            headers=[
-                *kept,
-                ("hub-reason", letter.reason.encode()),
-                ("hub-detail", letter.detail.encode()),
-                ("hub-source-topic", record.topic.encode()),
-                ("hub-source-partition", str(record.partition).encode()),
-                ("hub-source-offset", str(record.offset).encode()),
-            ],
+            headers=kept
+            + deadletter_headers(
+                letter.reason, letter.detail, record.topic, record.partition, record.offset
+            ),
         )
 
 

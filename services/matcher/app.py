@@ -36,6 +36,7 @@ from services.shared.topics import (
     HOUSEHOLDS_TABLE,
     alert_outcomes_topic,
     alerts_topic,
+    deadletter_headers,
     deadletter_topic,
     privacy_commands_topic,
     source_topic,
@@ -118,13 +119,9 @@ def create_app(settings: MatcherSettings) -> faust.App:
         await deadletters.send(
             key=message.key,
             value=message.value,
-            headers={
-                "hub-reason": reason.encode(),
-                "hub-detail": detail.encode(),
-                "hub-source-topic": message.topic.encode(),
-                "hub-source-partition": str(message.partition).encode(),
-                "hub-source-offset": str(message.offset).encode(),
-            },
+            headers=dict(
+                deadletter_headers(reason, detail, message.topic, message.partition, message.offset)
+            ),
         )
 
     async def handle(event: faust.EventT[Any]) -> None:

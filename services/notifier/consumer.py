@@ -23,7 +23,7 @@ from services.shared.avro import AvroCodec
 from services.shared.errors import DecodeError
 from services.shared.events import ALERT_SCHEMA_NAME
 from services.shared.logging import get_logger
-from services.shared.topics import alerts_topic, deadletter_topic
+from services.shared.topics import alerts_topic, deadletter_headers, deadletter_topic
 
 log = get_logger("hub.notifier")
 
@@ -118,11 +118,7 @@ class AlertConsumer:
             deadletter_topic(self._settings),
             record.value,
             key=record.key,
-            headers=[
-                ("hub-reason", b"undecodable"),
-                ("hub-detail", detail.encode()),
-                ("hub-source-topic", record.topic.encode()),
-                ("hub-source-partition", str(record.partition).encode()),
-                ("hub-source-offset", str(record.offset).encode()),
-            ],
+            headers=deadletter_headers(
+                "undecodable", detail, record.topic, record.partition, record.offset
+            ),
         )

@@ -41,6 +41,19 @@ DEADLETTER_HEADERS: Final = frozenset(
 )
 
 
+def deadletter_headers(
+    reason: str, detail: str, topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
+    """Why a record was dead-lettered and where it came from (`hub deadletter list`)."""
+    return [
+        ("hub-reason", reason.encode()),
+        ("hub-detail", detail.encode()),
+        ("hub-source-topic", topic.encode()),
+        ("hub-source-partition", str(partition).encode()),
+        ("hub-source-offset", str(offset).encode()),
+    ]
+
+
 def source_topic(settings: HubSettings, event_type: EventType) -> str:
     return f"{settings.topic_prefix}.{event_type.value}.v{SOURCE_VERSION}"
 
