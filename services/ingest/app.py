@@ -25,6 +25,7 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.ingest import idempotency, metrics
@@ -62,7 +63,14 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"description": "The partner may not publish this event type"}
 }
 #: What a refusal without a field of its own is about.
-_FAULT = {401: "Authorization", 403: "event_type", 404: "path", 405: "method", 429: "Authorization"}
+_FAULT = {
+    400: "body",
+    401: "Authorization",
+    403: "event_type",
+    404: "path",
+    405: "method",
+    429: "Authorization",
+}
 
 
 class Accepted202(BaseModel):
@@ -194,8 +202,9 @@ def create_app(settings: IngestSettings) -> FastAPI:
         ]
         return JSONResponse({"errors": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
-    @app.exception_handler(HTTPException)
-    async def _refused(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class: FastAPI raises it, not its own subclass, for a body it cannot read.
+    @app.exception_handler(StarletteHTTPException)
+    async def _refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Every refusal in one shape, naming what is at fault; `detail` as FastAPI has it.
         field = exc.field if isinstance(exc, FieldRefusal) else _FAULT.get(exc.status_code, "")
         body = {"detail": exc.detail, **_errors(Problem(field or "request", str(exc.detail)))}

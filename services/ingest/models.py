@@ -9,10 +9,12 @@ person pseudonym.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -78,6 +80,20 @@ class CareMessageType(StrEnum):
     ZVW_INDICATION = "ZVW_INDICATION"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and no name, street or id has a line break or a tab.
+    if _CONTROL.search(value):
+        raise ValueError("must not hold control characters (NUL, tab, line breaks)")
+    return value
+
+
+#: Free text of a partner: printable characters only.
+Text = Annotated[str, AfterValidator(_printable)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
@@ -85,7 +101,7 @@ class _Strict(BaseModel):
 class Resident(_Strict):
     """The person the event is about, as the partner knows them. Never published."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     birth_date: dt.date
     bsn: str | None = Field(
         None, description="Only from partners allowed to use the BSN (health insurers)."
@@ -118,12 +134,12 @@ class Address(_Strict):
     letter and addition, which must then not be sent separately as well.
     """
 
-    street: str = Field(min_length=1, max_length=200)
+    street: Text = Field(min_length=1, max_length=200)
     house_number: int = Field(ge=1, le=99999)
     house_letter: str | None = Field(None, max_length=1, pattern=r"^[A-Za-z]$")
     house_number_addition: str | None = Field(None, max_length=4)
     postcode: str
-    city: str = Field(min_length=1, max_length=100)
+    city: Text = Field(min_length=1, max_length=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -166,7 +182,7 @@ class Address(_Strict):
 
 
 MunicipalityCode = Annotated[str, Field(pattern=r"^GM\d{4}$")]
-PartnerEventId = Annotated[str, Field(min_length=1, max_length=100)]
+PartnerEventId = Annotated[Text, Field(min_length=1, max_length=100)]
 
 
 class PartnerEvent(_Strict):
@@ -206,7 +222,7 @@ class DebtSignalIn(PartnerEvent):
     """An early debt signal following DDAS."""
 
     creditor_type: CreditorType
-    creditor_name: str = Field(min_length=1, max_length=200)
+    creditor_name: Text = Field(min_length=1, max_length=200)
     amount_eur: int = Field(ge=1, le=10_000_000, description="Arrear in whole euros.")
     arrear_start_date: dt.date
     signal_date: dt.date

@@ -380,5 +380,8 @@ def problems_of(exc: ValidationError, whole: str = "body") -> list[Problem]:
 
 
 def field_path(loc: tuple[Any, ...], whole: str = "body") -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or whole
+    # FastAPI puts "body" before the path of a field in the request body; a field may be
+    # called "body" too (an unknown one), so only the leading one goes.
+    if loc[:1] == ("body",):
+        loc = loc[1:]
+    return ".".join(str(p) for p in loc) or whole
