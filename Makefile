@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck install kafka-jars chromium clean
+.PHONY: demo test lint typecheck install kafka-jars debs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,16 @@ install: $(STAMP)
 kafka-jars: $(STAMP)
 	$(BIN)/python -c "from services.cli.infra import fetch_kafka_jars; fetch_kafka_jars()"
 
-# The browser tests drive Debian's chromium; Playwright never downloads a browser of its own.
-chromium:
-	@command -v chromium >/dev/null || { \
+# Debian's packages the tests drive: chromium for the inbox's browser tests (Playwright never
+# downloads a browser of its own), prometheus and promtool for the scrape and rules tests,
+# docker-compose to validate docker-compose.yml (no Docker engine needed for `config`).
+DEBS := chromium:chromium prometheus:prometheus promtool:prometheus docker-compose:docker-compose
+debs:
+	@missing="$$(for d in $(DEBS); do command -v $${d%%:*} >/dev/null || echo $${d#*:}; done | sort -u)"; \
+	if [ -n "$$missing" ]; then \
 		apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 demo: install
 	$(BIN)/hub demo --serve
@@ -36,7 +41,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install kafka-jars chromium lint typecheck
+test: install kafka-jars debs lint typecheck
 	$(BIN)/pytest -p no:cacheprovider tests
 
 clean:

@@ -37,8 +37,6 @@ class IngestSettings(HubSettings, PseudonymSettings, DatabaseSettings, VaultSett
     ingest_uploads_parallel: int = Field(2, ge=1, le=32)
     #: Consume the Kafka intake topics (direct partner producers) in this instance.
     ingest_kafka_intake: bool = True
-    #: Consumer group of the Kafka intake; instances in one group share the partitions.
-    ingest_intake_group: str = "hub-ingest-intake"
 
     @field_validator("ingest_rate_limit")
     @classmethod

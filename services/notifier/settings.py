@@ -16,7 +16,6 @@ from services.shared.errors import ConfigurationError
 class NotifierSettings(HubSettings, DatabaseSettings, VaultSettings):
     notifier_host: str = "127.0.0.1"
     notifier_port: int = Field(8003, ge=1, le=65535)
-    notifier_group_id: str = "hub-notifier"
     #: How often the notifier looks for open alerts past their deadline.
     notifier_overdue_check_s: float = Field(60.0, gt=0)
     #: Where teams reach this notifier: links in webhooks and e-mails point here.

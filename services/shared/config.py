@@ -30,6 +30,10 @@ class HubSettings(BaseSettings):
     topic_prefix: str = "hub"
     #: Faust app id of the matcher: its consumer group and the prefix of its changelog topics.
     matcher_app_id: str = "hub-matcher"
+    #: Consumer group of the notifier (the alerts topic).
+    notifier_group_id: str = "hub-notifier"
+    #: Consumer group of the Kafka intake; ingest instances in one group share the partitions.
+    ingest_intake_group: str = "hub-ingest-intake"
     topic_partitions: int = Field(4, ge=1)
     topic_replication: int = Field(1, ge=1)
     #: How many days after the day it was received an event may be dated: ingest answers 422
