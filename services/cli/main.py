@@ -122,6 +122,25 @@ def db_upgrade(revision: str = "head") -> None:
     err.print(f"database at revision {revision}")
 
 
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the overview as JSON.")] = False,
+) -> None:
+    """Topics, consumer lag per partition, events per minute, open and overdue alerts per
+    municipality, delivery failures. Exits 1 when Kafka or the database cannot be read."""
+    from dataclasses import asdict
+
+    from services.cli.status import StatusSettings, read_status, show
+
+    found = asyncio.run(read_status(StatusSettings()))
+    if as_json:
+        typer.echo(json.dumps(asdict(found), indent=2))
+    else:
+        show(found, Console())
+    if found.problems:
+        raise typer.Exit(1)
+
+
 KafkaOption = Annotated[
     str | None,
     typer.Option(help="Use this Kafka (HOST:PORT) instead of starting the embedded broker."),

@@ -385,7 +385,8 @@ def test_the_example_file_reads_and_every_row_is_valid(event_type: EventType) ->
 
 # --- writing and reading back ----------------------------------------------------------
 
-TEXT = st.text(st.sampled_from("abcdeëéçß XYZ;,\"'|\n-"), min_size=1, max_size=20).filter(
+# Delimiters and quotes that a writer must quote; no line breaks: free text refuses them.
+TEXT = st.text(st.sampled_from("abcdeëéçß XYZ;,\"'|-"), min_size=1, max_size=20).filter(
     lambda text: text.strip() != ""
 )
 PAST = st.dates(dt.date(1900, 1, 1), dt.date(2025, 1, 1))
