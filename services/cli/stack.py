@@ -213,6 +213,8 @@ class HubStack:
             "HUB_NOTIFIER_PUBLIC_URL": self.url("notifier"),
             "HUB_NOTIFIER_SESSION_SECRET": self.session_secret,
             "HUB_MASTER_KEY": self.master_key,
+            # Consumer lag on ingest's /metrics, read every second so tests see it move.
+            "HUB_LAG_INTERVAL_S": "1",
             "HUB_LOG_JSON": "true",
             "HUB_LOG_LEVEL": "WARNING",
             **self.extra_env,

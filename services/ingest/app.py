@@ -25,15 +25,25 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from services.ingest import idempotency, metrics
 from services.ingest.csvfile import CsvReader, CsvRefused
-from services.ingest.intake import Accepted, Channel, Intake, Outcome, Problem, Refused
+from services.ingest.intake import (
+    Accepted,
+    Intake,
+    Outcome,
+    Problem,
+    Refused,
+    count_invalid,
+)
 from services.ingest.kafka_intake import KafkaIntake
+from services.ingest.lagwatch import watch_lag
 from services.ingest.models import MODELS, PartnerEvent
-from services.ingest.registry import RegisteredPartner, authenticate
+from services.ingest.registry import ALLOWED_TYPES, RegisteredPartner, authenticate
 from services.ingest.settings import IngestSettings
 from services.ingest.uploads import (
     Spool,
@@ -46,6 +56,7 @@ from services.ingest.uploads import (
     spool_directory,
 )
 from services.shared.avro import AvroCodec
+from services.shared.correlation import HTTP_HEADER, correlation_id_or_new
 from services.shared.crypto import Vault
 from services.shared.db.engine import make_engine, make_sessionmaker
 from services.shared.events import EventType
@@ -140,6 +151,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
     runtime: dict[str, _Runtime] = {}
     limits = parse_many(settings.ingest_rate_limit)
     limiter = MovingWindowRateLimiter(MemoryStorage())
+    metrics.initialise(ALLOWED_TYPES)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,6 +166,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
             kafka = KafkaIntake(settings, intake, sessions, producer)
             await kafka.start()
         runtime["now"] = _Runtime(intake, uploads, kafka)
+        lag = asyncio.create_task(watch_lag(settings), name="consumer-lag")
         log.info(
             "ingest.started",
             kafka=settings.kafka_bootstrap,
@@ -163,6 +176,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
         try:
             yield
         finally:
+            lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
             if kafka is not None:
                 await kafka.stop()
             await uploads.stop()
@@ -185,13 +200,18 @@ def create_app(settings: IngestSettings) -> FastAPI:
         json_limit=settings.ingest_max_body_bytes,
         upload_limit=settings.ingest_max_upload_bytes,
     )
+    # Outermost, so every answer (a 401 and a 413 too) carries the request's correlation id.
+    app.add_middleware(_CorrelationId)
 
     @app.exception_handler(RequestValidationError)
     async def _rejected(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Answer with field paths and messages only: pydantic's `input` would echo identity data.
         segment = request.url.path.removeprefix("/v1/events/")
-        if segment in _TYPE_NAMES:  # one event; other routes read their bodies themselves
-            metrics.EVENTS_REJECTED.labels(segment, "invalid", "http").inc()
+        partner = getattr(request.state, "partner", None)
+        # One event; other routes read their bodies themselves. The partner is known: FastAPI
+        # refuses an unknown key (401) or a forbidden type (403) before it reads the body.
+        if segment in _TYPE_NAMES and partner is not None:
+            count_invalid(EventType(segment), partner, "http")
         problems = [
             FieldProblem(
                 # Broken JSON has a character position where a field would be.
@@ -230,6 +250,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
                 if settings.ingest_key_cache_s:
                     known[digest] = partner
         if partner is None:
+            metrics.REQUESTS_REFUSED.labels("unauthenticated").inc()
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or unknown API key",
@@ -306,18 +327,21 @@ def create_app(settings: IngestSettings) -> FastAPI:
     return app
 
 
-def _permitted(event_type: EventType, channel: Channel, partner_dep: Any) -> Any:
+def _permitted(event_type: EventType, partner_dep: Any) -> Any:
     """A dependency: the partner, if it may publish `event_type`; else 403. FastAPI solves
-    dependencies before it validates the body, so a forbidden type is refused first."""
+    dependencies before it validates the body, so a forbidden type is refused first, and
+    counts no event offered (services.ingest.metrics)."""
 
     async def permitted(
+        request: Request,
         partner: Annotated[RegisteredPartner, Depends(partner_dep)],
     ) -> RegisteredPartner:
         if event_type not in partner.event_types:
-            metrics.EVENTS_REJECTED.labels(event_type.value, "forbidden-type", channel).inc()
+            metrics.REQUESTS_REFUSED.labels("forbidden-type").inc()
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"partner may not publish {event_type.value} events"
             )
+        request.state.partner = partner  # for the count of an event refused as invalid
         return partner
 
     return permitted
@@ -329,11 +353,14 @@ def _add_event_route(
     model = MODELS[event_type]
 
     async def publish(
+        request: Request,
         body: model,  # type: ignore[valid-type]
-        partner: Annotated[RegisteredPartner, Depends(_permitted(event_type, "http", partner_dep))],
+        partner: Annotated[RegisteredPartner, Depends(_permitted(event_type, partner_dep))],
     ) -> JSONResponse:
         event = cast(PartnerEvent, body)  # FastAPI validated it as this type's model
-        (outcome,) = await intake().admit(event_type, partner, [event], "http")
+        (outcome,) = await intake().admit(
+            event_type, partner, [event], "http", correlation_of(request)
+        )
         if isinstance(outcome, Accepted):
             return JSONResponse(
                 {"event_id": outcome.event_id},
@@ -428,9 +455,7 @@ def _add_batch_route(
 
     async def publish_batch(
         request: Request,
-        partner: Annotated[
-            RegisteredPartner, Depends(_permitted(event_type, "batch", partner_dep))
-        ],
+        partner: Annotated[RegisteredPartner, Depends(_permitted(event_type, partner_dep))],
         key: IdempotencyHeader = None,
     ) -> JSONResponse:
         body = await request.body()
@@ -445,7 +470,9 @@ def _add_batch_route(
             return _refuse(413, "body", f"holds {len(items)} events; at most {most} allowed")
 
         async def work() -> idempotency.Stored:
-            report = await _admit_batch(intake(), event_type, partner, model, items)
+            report = await _admit_batch(
+                intake(), event_type, partner, model, items, correlation_of(request)
+            )
             return idempotency.Stored(200, report)
 
         digest = hashlib.sha256(body).digest()
@@ -475,6 +502,7 @@ async def _admit_batch(
     partner: RegisteredPartner,
     model: type[PartnerEvent],
     items: list[Any],
+    correlation_id: str,
 ) -> dict[str, Any]:
     outcomes: list[Outcome | None] = [None] * len(items)
     valid: list[tuple[int, PartnerEvent]] = []
@@ -483,12 +511,12 @@ async def _admit_batch(
             valid.append((index, model.model_validate(item)))
         except ValidationError as exc:
             outcomes[index] = Refused("invalid", tuple(problems_of(exc)))
-    admitted = await intake.admit(event_type, partner, [e for _, e in valid], "batch")
+    admitted = await intake.admit(
+        event_type, partner, [e for _, e in valid], "batch", correlation_id
+    )
     for (index, _), admission in zip(valid, admitted, strict=True):
         outcomes[index] = admission
-    invalid = len(items) - len(valid)
-    if invalid:
-        metrics.EVENTS_REJECTED.labels(event_type.value, "invalid", "batch").inc(invalid)
+    count_invalid(event_type, partner, "batch", len(items) - len(valid))
     results: list[dict[str, Any]] = []
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
     for index, outcome in enumerate(outcomes):
@@ -515,9 +543,7 @@ def _add_upload_route(
 ) -> None:
     async def upload(
         request: Request,
-        partner: Annotated[
-            RegisteredPartner, Depends(_permitted(event_type, "upload", partner_dep))
-        ],
+        partner: Annotated[RegisteredPartner, Depends(_permitted(event_type, partner_dep))],
         key: IdempotencyHeader = None,
     ) -> JSONResponse:
         try:
@@ -542,6 +568,9 @@ def _add_upload_route(
         async def work() -> idempotency.Stored:
             nonlocal taken
             upload_id = new_upload_id()
+            # The upload's events and its answer carry the upload id as their correlation id.
+            request.state.correlation_id = upload_id
+            bind_contextvars(correlation_id=upload_id)  # the middleware's exit resets it
             await uploads().start(upload_id, event_type, partner, spool)
             taken = True
             body = {
@@ -584,6 +613,36 @@ def _add_upload_route(
         "follow `status_url` for progress and the problems per line. Columns: docs/uploads.md.",
         tags=["uploads"],
     )
+
+
+def correlation_of(request: Request) -> str:
+    """The request's correlation id, as `_CorrelationId` chose it."""
+    return cast(str, request.state.correlation_id)
+
+
+class _CorrelationId:
+    """Gives each request its correlation id: the partner's `X-Correlation-Id` when valid,
+    else a new one; binds it to every log line of the request and answers it in the same
+    header. A route may replace it (an upload's is its upload id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(HTTP_HEADER.lower().encode())
+        state = scope.setdefault("state", {})
+        state["correlation_id"] = correlation_id_or_new(given)
+
+        async def answered(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[HTTP_HEADER] = state["correlation_id"]
+            await send(message)
+
+        with bound_contextvars(correlation_id=state["correlation_id"]):
+            await self._app(scope, receive, answered)
 
 
 class _BodyLimit:

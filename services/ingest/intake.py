@@ -19,6 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.contextvars import bound_contextvars
 
 from services.ingest import metrics
 from services.ingest.models import PartnerEvent
@@ -34,16 +37,37 @@ from services.ingest.records import build_record, contact_details
 from services.ingest.registry import RegisteredPartner
 from services.ingest.settings import IngestSettings
 from services.shared.avro import AvroCodec
+from services.shared.correlation import Trace
 from services.shared.crypto import Vault
 from services.shared.db.contacts import NewContact, store_contacts
 from services.shared.db.models import IngestReceipt
 from services.shared.events import FAMILIES, EventType
 from services.shared.identity import Pseudonymiser
+from services.shared.logging import get_logger
 from services.shared.region import AMSTERDAM
 from services.shared.topics import source_topic
 
+log = get_logger("hub.ingest.intake")
+
 #: How an event reached the hub; a label of the ingest metrics.
 Channel = Literal["http", "batch", "upload", "kafka"]
+
+
+def count_offered(
+    event_type: EventType, partner: RegisteredPartner, channel: Channel, n: int = 1
+) -> None:
+    """Counts events offered by an authenticated partner (see services.ingest.metrics)."""
+    if n:
+        metrics.EVENTS_OFFERED.labels(event_type.value, partner.partner_type, channel).inc(n)
+
+
+def count_invalid(
+    event_type: EventType, partner: RegisteredPartner, channel: Channel, n: int = 1
+) -> None:
+    """Events offered and refused before `Intake.admit` (they failed validation)."""
+    if n:
+        count_offered(event_type, partner, channel, n)
+        metrics.EVENTS_REJECTED.labels(event_type.value, "invalid", channel).inc(n)
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,7 @@ class _Candidate:
     event: PartnerEvent
     record: dict[str, Any]
     digest: bytes
+    correlation_id: str
 
 
 class Intake:
@@ -145,9 +170,17 @@ class Intake:
         partner: RegisteredPartner,
         events: Sequence[PartnerEvent],
         channel: Channel,
+        correlation: str | Sequence[str],
     ) -> list[Outcome]:
         """One outcome per event, in order. Raises only when Kafka or PostgreSQL fails; then
-        whatever was not published is published by the partner's retry."""
+        whatever was not published is published by the partner's retry.
+
+        `correlation` is the correlation id of every event, or one per event (Kafka intake);
+        it goes on each published record with the time of acceptance (services.shared.
+        correlation)."""
+        ids = [correlation] * len(events) if isinstance(correlation, str) else list(correlation)
+        assert len(ids) == len(events), "one correlation id per event"
+        count_offered(event_type, partner, channel, len(events))
         outcomes: list[Outcome | None] = [None] * len(events)
         candidates: dict[str, _Candidate] = {}
         repeats: list[tuple[int, _Candidate]] = []
@@ -169,7 +202,9 @@ class Intake:
             record = build_record(
                 event, partner.partner_id, partner.partner_type, self._pseudonyms, received_at
             )
-            candidates[event.partner_event_id] = _Candidate(index, event, record, digest)
+            candidates[event.partner_event_id] = _Candidate(
+                index, event, record, digest, ids[index]
+            )
 
         to_publish = await self._record(event_type, partner, candidates, outcomes)
         if to_publish:
@@ -196,6 +231,7 @@ class Intake:
             metrics.EVENTS_ACCEPTED.labels(event_type.value, partner.partner_type, channel).inc(
                 accepted
             )
+        _log_admitted(event_type, channel, ids, done)
         return done
 
     async def _record(
@@ -271,11 +307,13 @@ class Intake:
     ) -> None:
         topic = source_topic(self._settings, event_type)
         schema = FAMILIES[event_type].schema_name
+        accepted_at = time.time()
         sent = [
             await self._producer.send(
                 topic,
                 self._codec.encode(schema, c.record),
                 key=c.record["household_id"].encode(),
+                headers=Trace(c.correlation_id, accepted_at).headers(),
             )
             for c in candidates
         ]
@@ -291,6 +329,32 @@ class Intake:
                     ),
                 )
                 .values(published_at=dt.datetime.now(dt.UTC))
+            )
+
+
+def _log_admitted(
+    event_type: EventType, channel: Channel, ids: list[str], outcomes: list[Outcome]
+) -> None:
+    """One line per correlation id (a request, an upload chunk, an intake record)."""
+    counts: dict[str, Counter[str]] = {}
+    for cid, outcome in zip(ids, outcomes, strict=True):
+        state = (
+            "rejected"
+            if isinstance(outcome, Refused)
+            else "duplicate"
+            if outcome.duplicate
+            else "accepted"
+        )
+        counts.setdefault(cid, Counter())[state] += 1
+    for cid, count in counts.items():
+        with bound_contextvars(correlation_id=cid):
+            log.info(
+                "events.admitted",
+                event_type=event_type.value,
+                channel=channel,
+                accepted=count["accepted"],
+                duplicate=count["duplicate"],
+                rejected=count["rejected"],
             )
 
 

@@ -21,14 +21,16 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.contextvars import bound_contextvars
 
 from services.ingest import metrics
-from services.ingest.intake import Intake, Problem, Refused
+from services.ingest.intake import Intake, Problem, Refused, count_invalid, count_offered
 from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.registry import RegisteredPartner, active_partner
 from services.ingest.settings import IngestSettings
 from services.ingest.uploads import problems_of
 from services.shared.avro import AvroCodec
+from services.shared.correlation import CORRELATION_HEADER, correlation_id_or_new
 from services.shared.errors import DecodeError
 from services.shared.events import FAMILIES, EventType
 from services.shared.logging import get_logger
@@ -53,6 +55,7 @@ class _Letter:
     record: ConsumerRecord[bytes, bytes]
     reason: str
     detail: str
+    correlation_id: str
 
 
 class KafkaIntake:
@@ -109,20 +112,27 @@ class KafkaIntake:
         self, event_type: EventType, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
         letters: list[_Letter] = []
-        groups: dict[str, list[tuple[ConsumerRecord[bytes, bytes], PartnerEvent]]] = defaultdict(
-            list
+        groups: dict[str, list[tuple[ConsumerRecord[bytes, bytes], str, PartnerEvent]]] = (
+            defaultdict(list)
         )
         partners: dict[str, RegisteredPartner | None] = {}
         model = MODELS[event_type]
         for record in records:
-            partner_id = dict(record.headers).get(PARTNER_HEADER, b"").decode(errors="replace")
+            headers = dict(record.headers)
+            # The producer's own id when it gave a valid one; else one of ours per record.
+            cid = correlation_id_or_new(headers.get(CORRELATION_HEADER))
+            partner_id = headers.get(PARTNER_HEADER, b"").decode(errors="replace")
             if partner_id not in partners:
                 async with self._sessions() as session:
                     partners[partner_id] = await active_partner(session, partner_id)
             if partners[partner_id] is None:
+                # No event offered: nobody we know offered it (services.ingest.metrics).
                 letters.append(
                     _Letter(
-                        record, "unknown-partner", f"header {PARTNER_HEADER}: no active partner"
+                        record,
+                        "unknown-partner",
+                        f"header {PARTNER_HEADER}: no active partner",
+                        cid,
                     )
                 )
                 continue
@@ -130,38 +140,50 @@ class KafkaIntake:
                 name, data = self._codec.decode(record.value or b"")
                 if name != _INTAKE_SCHEMA[event_type]:
                     raise DecodeError(f"{name} does not belong on this topic")
-                groups[partner_id].append((record, model.model_validate(data)))
+                groups[partner_id].append((record, cid, model.model_validate(data)))
             except DecodeError as exc:
-                letters.append(_Letter(record, "undecodable", str(exc)))
+                letters.append(_Letter(record, "undecodable", str(exc), cid))
             except ValidationError as exc:
-                letters.append(_Letter(record, "invalid", _detail(problems_of(exc))))
+                letters.append(_Letter(record, "invalid", _detail(problems_of(exc)), cid))
         for partner_id, admitted in groups.items():
             partner = partners[partner_id]
             assert partner is not None
             outcomes = await self._intake.admit(
-                event_type, partner, [event for _, event in admitted], "kafka"
+                event_type,
+                partner,
+                [event for _, _, event in admitted],
+                "kafka",
+                [cid for _, cid, _ in admitted],
             )
             letters.extend(
-                _Letter(record, outcome.reason, _detail(outcome.problems))
-                for (record, _), outcome in zip(admitted, outcomes, strict=True)
+                _Letter(record, outcome.reason, _detail(outcome.problems), cid)
+                for (record, cid, _), outcome in zip(admitted, outcomes, strict=True)
                 if isinstance(outcome, Refused)
             )
         for letter in letters:
-            if letter.reason in {"unknown-partner", "undecodable", "invalid"}:
-                metrics.EVENTS_REJECTED.labels(event_type.value, letter.reason, "kafka").inc()
+            # Refused before admission: admit counted the others as offered and rejected.
+            known = partners.get(
+                dict(letter.record.headers).get(PARTNER_HEADER, b"").decode(errors="replace")
+            )
+            if letter.reason == "undecodable" and known is not None:
+                count_offered(event_type, known, "kafka")
+                metrics.EVENTS_REJECTED.labels(event_type.value, "undecodable", "kafka").inc()
+            elif letter.reason == "invalid" and known is not None:
+                count_invalid(event_type, known, "kafka")
             await self._dead_letter(letter)
 
     async def _dead_letter(self, letter: _Letter) -> None:
         record = letter.record
         metrics.DEADLETTERED.labels(letter.reason).inc()
-        log.warning(
-            "intake.deadlettered",
-            reason=letter.reason,
-            detail=letter.detail,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
+        with bound_contextvars(correlation_id=letter.correlation_id):
+            log.warning(
+                "intake.deadlettered",
+                reason=letter.reason,
+                detail=letter.detail,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
         kept = [(k, v) for k, v in record.headers if k not in DEADLETTER_HEADERS]
         await self._producer.send_and_wait(
             intake_deadletter_topic(self._settings),

@@ -37,6 +37,9 @@ class IngestSettings(HubSettings, PseudonymSettings, DatabaseSettings, VaultSett
     ingest_uploads_parallel: int = Field(2, ge=1, le=32)
     #: Consume the Kafka intake topics (direct partner producers) in this instance.
     ingest_kafka_intake: bool = True
+    #: Seconds between readings of every hub consumer group's lag (`hub_kafka_consumer_lag`,
+    #: HUB_LAG_INTERVAL_S).
+    lag_interval_s: float = Field(15.0, gt=0, le=3600)
 
     @field_validator("ingest_rate_limit")
     @classmethod

@@ -27,10 +27,11 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.contextvars import bound_contextvars
 
 from services.ingest import metrics
 from services.ingest.csvfile import CsvReader, CsvRow
-from services.ingest.intake import Intake, Problem, Refused
+from services.ingest.intake import Intake, Problem, Refused, count_invalid
 from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.registry import RegisteredPartner
 from services.ingest.settings import IngestSettings
@@ -167,7 +168,8 @@ class Uploads:
                     size_bytes=spool.size,
                 )
             )
-        task = asyncio.create_task(self._process(upload_id, event_type, partner, spool))
+        with bound_contextvars(correlation_id=upload_id):  # the task's log lines carry it
+            task = asyncio.create_task(self._process(upload_id, event_type, partner, spool))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -271,7 +273,7 @@ class Uploads:
             except ValidationError as exc:
                 problems.extend((row.line, p) for p in problems_of(exc, whole="row"))
         outcomes = await self._intake.admit(
-            event_type, partner, [event for _, event in valid], "upload"
+            event_type, partner, [event for _, event in valid], "upload", upload_id
         )
         accepted = duplicate = 0
         for (line, _), outcome in zip(valid, outcomes, strict=True):
@@ -283,8 +285,7 @@ class Uploads:
                 accepted += 1
         rejected = len(rows) - accepted - duplicate
         invalid = rejected - sum(1 for o in outcomes if isinstance(o, Refused))
-        if invalid:
-            metrics.EVENTS_REJECTED.labels(event_type.value, "invalid", "upload").inc(invalid)
+        count_invalid(event_type, partner, "upload", invalid)
         async with self._sessions() as session, session.begin():
             if problems:
                 await session.execute(

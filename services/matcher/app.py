@@ -15,6 +15,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from structlog.contextvars import bound_contextvars
 
 from services.matcher import metrics
 from services.matcher.engine import Engine, Household, Outcome, merge, purge
@@ -22,6 +23,7 @@ from services.matcher.facts import Fact
 from services.matcher.ruleset import load_ruleset
 from services.matcher.settings import MatcherSettings
 from services.shared.avro import AvroCodec
+from services.shared.correlation import Trace, read_trace
 from services.shared.errors import DecodeError
 from services.shared.events import (
     ALERT_OUTCOME_SCHEMA_NAME,
@@ -52,6 +54,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
     codec = AvroCodec(settings.schemas_dir)
     ruleset = load_ruleset(settings.matcher_rules_file)
     engine = Engine(ruleset.rules, future_tolerance_days=settings.future_tolerance_days)
+    metrics.initialise(engine.rule_ids)
     for rule in ruleset.rules:
         metrics.RULES_LOADED.labels(rule.id, str(rule.version), ruleset.name, ruleset.version).set(
             1
@@ -125,6 +128,13 @@ def create_app(settings: MatcherSettings) -> faust.App:
         )
 
     async def handle(event: faust.EventT[Any]) -> None:
+        # The correlation id and acceptance time ingest put on the event; each alert version
+        # this event produces carries them on to the notifier.
+        trace = read_trace(event.headers)
+        with bound_contextvars(correlation_id=trace.correlation_id):
+            await handle_traced(event, trace)
+
+    async def handle_traced(event: faust.EventT[Any], trace: Trace) -> None:
         try:
             schema_name, record = codec.decode(event.value)
         except DecodeError as exc:
@@ -156,7 +166,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
         else:
             households[household_id] = household.to_json()
             metrics.EVENTS_PROCESSED.labels(fact.event_type).inc()
-        await publish(household_id, household, outcome)
+        await publish(household_id, household, outcome, trace)
 
     def load(household_id: str) -> Household | None:
         data = households.get(household_id)
@@ -183,16 +193,30 @@ def create_app(settings: MatcherSettings) -> faust.App:
         metrics.OUTCOMES_IGNORED.labels(ignored).inc()
         log.info("outcome.ignored", reason=ignored, rule=record["rule_id"])
 
-    async def publish(household_id: str, household: Household, outcome: Outcome) -> None:
+    async def publish(
+        household_id: str, household: Household, outcome: Outcome, trace: Trace
+    ) -> None:
+        # `publish` holds every raised and escalated rule.
+        records = engine.records(household_id, household, outcome.publish)
+        where = {r["rule_id"]: r["municipality_code"] for r in records}
         for rule_id in outcome.raised:
-            metrics.ALERTS_RAISED.labels(rule_id).inc()
+            metrics.ALERTS_RAISED.labels(rule_id, where.get(rule_id, "unknown")).inc()
         for rule_id in outcome.escalated:
-            metrics.ALERTS_ESCALATED.labels(rule_id).inc()
+            metrics.ALERTS_ESCALATED.labels(rule_id, where.get(rule_id, "unknown")).inc()
         for rule_id in outcome.suppressed:
             metrics.ALERTS_SUPPRESSED.labels(rule_id).inc()
-        for alert in engine.records(household_id, household, outcome.publish):
+        headers = dict(trace.headers())
+        for alert in records:
             await alerts.send(
-                key=household_id.encode(), value=codec.encode(ALERT_SCHEMA_NAME, alert)
+                key=household_id.encode(),
+                value=codec.encode(ALERT_SCHEMA_NAME, alert),
+                headers=headers or None,
+            )
+            log.info(
+                "alert.published",
+                rule=alert["rule_id"],
+                version=alert["version"],
+                municipality=alert["municipality_code"],
             )
 
     async def obey(household_id: str, command: dict[str, Any]) -> None:
@@ -206,7 +230,8 @@ def create_app(settings: MatcherSettings) -> faust.App:
             # Events that arrived under the new pseudonym first now meet the moved ones.
             outcome = engine.evaluate(household_id, merged, also=joined)
             households[household_id] = merged.to_json()
-            await publish(household_id, merged, outcome)
+            # No event behind it: the alert versions a merge produces carry no trace.
+            await publish(household_id, merged, outcome, Trace())
         elif household is None:
             pass  # nothing kept for this household (already erased, purged or never seen)
         elif kind == "ERASE":

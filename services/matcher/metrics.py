@@ -1,8 +1,17 @@
-"""Prometheus metrics of the matcher."""
+"""Prometheus metrics of the matcher.
+
+`municipality` is the CBS GM code of the alert (the municipality of its newest event).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from services.shared.events import EventType
+from services.shared.outcomes import OUTCOMES
+from services.shared.region import MUNICIPALITIES
 
 REGISTRY = CollectorRegistry()
 
@@ -25,12 +34,15 @@ DEADLETTERED = Counter(
     registry=REGISTRY,
 )
 ALERTS_RAISED = Counter(
-    "hub_alerts_raised", "New alerts raised, by rule", ["rule"], registry=REGISTRY
+    "hub_alerts_raised",
+    "New alerts raised, by rule and municipality code (CBS GM code of the alert)",
+    ["rule", "municipality"],
+    registry=REGISTRY,
 )
 ALERTS_ESCALATED = Counter(
     "hub_alerts_escalated",
-    "Open alerts that new events joined (a new version), by rule",
-    ["rule"],
+    "Open alerts that new events joined (a new version), by rule and municipality code",
+    ["rule", "municipality"],
     registry=REGISTRY,
 )
 EVENTS_EXPIRED = Counter(
@@ -75,3 +87,33 @@ OUTCOMES_IGNORED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+#: Why the matcher dead-letters a record (services/matcher/app.py).
+DEADLETTER_REASONS = (
+    "undecodable",
+    "not-a-source-event",
+    "key-mismatch",
+    "future-event",
+    "unknown-outcome",
+)
+
+
+def initialise(rule_ids: Iterable[str]) -> None:
+    """Creates the series of the closed label sets at 0, so they exist before the first event."""
+    for event_type in EventType:
+        EVENTS_PROCESSED.labels(event_type.value)
+        EVENTS_DUPLICATE.labels(event_type.value)
+        EVENTS_EXPIRED.labels(event_type.value)
+    for reason in DEADLETTER_REASONS:
+        DEADLETTERED.labels(reason)
+    for reason in ("unknown-household", "unknown-rule", "not-open"):
+        OUTCOMES_IGNORED.labels(reason)
+    for kind in ("ERASE", "PURGE", "REKEY", "MERGE"):
+        PRIVACY_COMMANDS.labels(kind)
+    for rule in rule_ids:
+        ALERTS_SUPPRESSED.labels(rule)
+        for municipality in MUNICIPALITIES:
+            ALERTS_RAISED.labels(rule, municipality)
+            ALERTS_ESCALATED.labels(rule, municipality)
+        for outcome in OUTCOMES:
+            ALERTS_CLOSED.labels(rule, outcome)

@@ -1,0 +1,87 @@
+"""The correlation id and acceptance time that follow an event from ingest to its delivery.
+
+Ingest puts two Kafka headers on every source-topic record; the matcher copies those of the
+event that produced an alert version onto the alert record; the notifier stores them with the
+alert. Both values are UTF-8:
+
+- `hub-correlation-id`: the partner's `X-Correlation-Id` when valid (printable ASCII without
+  spaces, at most 64 characters), else a new uuid4 hex; never personal data of ours;
+- `hub-accepted-at`: when ingest accepted the event, Unix seconds as a decimal string.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+CORRELATION_HEADER = "hub-correlation-id"
+ACCEPTED_AT_HEADER = "hub-accepted-at"
+#: The HTTP header a partner may send and always gets back.
+HTTP_HEADER = "X-Correlation-Id"
+MAX_LENGTH = 64
+_VALID = re.compile(rf"[\x21-\x7e]{{1,{MAX_LENGTH}}}")
+
+Headers = Mapping[str, bytes] | Iterable[tuple[str, bytes]]
+
+
+def valid_correlation_id(value: str | bytes | None) -> str | None:
+    """`value` as a correlation id, or None when it is missing or not acceptable."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if value is None or not _VALID.fullmatch(value):
+        return None
+    return value
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def correlation_id_or_new(value: str | bytes | None) -> str:
+    return valid_correlation_id(value) or new_correlation_id()
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What the headers of one record say; either part may be missing (older records)."""
+
+    correlation_id: str | None = None
+    #: Unix seconds.
+    accepted_at: float | None = None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        found = []
+        if self.correlation_id is not None:
+            found.append((CORRELATION_HEADER, self.correlation_id.encode()))
+        if self.accepted_at is not None:
+            found.append((ACCEPTED_AT_HEADER, f"{self.accepted_at:.6f}".encode()))
+        return found
+
+    def seconds_since_accepted(self, now: float | None = None) -> float | None:
+        if self.accepted_at is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.accepted_at)
+
+
+def read_trace(headers: Headers | None) -> Trace:
+    """The trace in a record's headers; invalid values are left out, not trusted."""
+    if headers is None:
+        return Trace()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    found = {k: v for k, v in pairs if k in (CORRELATION_HEADER, ACCEPTED_AT_HEADER)}
+    accepted_at: float | None = None
+    raw = found.get(ACCEPTED_AT_HEADER)
+    if raw is not None:
+        try:
+            accepted_at = float(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            accepted_at = None
+        if accepted_at is not None and not 0 < accepted_at < 1e11:  # NaN, inf, nonsense
+            accepted_at = None
+    return Trace(valid_correlation_id(found.get(CORRELATION_HEADER)), accepted_at)
