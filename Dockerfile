@@ -49,5 +49,7 @@ COPY rules/ /app/rules/
 USER 10001:10001
 
 EXPOSE 8001 8002 8003
+# No HEALTHCHECK here: the image runs three services on three ports and the one-shot jobs, so
+# no single check fits. docker-compose.yml checks each service's /readyz on its own port.
 ENTRYPOINT ["hub"]
 CMD ["--help"]
