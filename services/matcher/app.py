@@ -23,7 +23,7 @@ from services.matcher.facts import Fact
 from services.matcher.ruleset import load_ruleset
 from services.matcher.settings import MatcherSettings
 from services.shared.avro import AvroCodec
-from services.shared.correlation import Trace, read_trace
+from services.shared.correlation import NO_TRACE, Trace, read_trace
 from services.shared.errors import DecodeError
 from services.shared.events import (
     ALERT_OUTCOME_SCHEMA_NAME,
@@ -231,7 +231,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
             outcome = engine.evaluate(household_id, merged, also=joined)
             households[household_id] = merged.to_json()
             # No event behind it: the alert versions a merge produces carry no trace.
-            await publish(household_id, merged, outcome, Trace())
+            await publish(household_id, merged, outcome, NO_TRACE)
         elif household is None:
             pass  # nothing kept for this household (already erased, purged or never seen)
         elif kind == "ERASE":

@@ -170,6 +170,7 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     vault = Vault(settings)
     codec = AvroCodec(settings.schemas_dir)
     state: dict[str, Any] = {}
+    metrics.initialise()
     teamwork = Teamwork(sessions, vault, on_outcome=lambda: state["outbox"].wake())
 
     @asynccontextmanager

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import stamina
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from structlog.contextvars import bound_contextvars
 
 from services.notifier import metrics
 from services.notifier.delivery import active_teams, queue_notices, route_alert
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import upsert_alert
 from services.shared.avro import AvroCodec
+from services.shared.correlation import Trace, read_trace
 from services.shared.errors import DecodeError
 from services.shared.events import ALERT_SCHEMA_NAME
 from services.shared.logging import get_logger
@@ -73,11 +76,35 @@ class AlertConsumer:
         ends = await self._consumer.end_offsets(list(assigned))
         return {tp: ends[tp] - await self._consumer.position(tp) for tp in assigned}
 
-    @stamina.retry(on=_TRANSIENT_DB, attempts=10, timeout=120)
     async def _store(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
+        """Stores a batch (see `_store_batch`); once committed, observes how long each stored
+        version took from its event's acceptance and logs it with its correlation id."""
+        stored: list[tuple[dict[str, Any], Trace]] = []
+        queued = await self._store_batch(records, stored)
+        for alert, trace in stored:
+            seconds = trace.seconds_since_accepted()
+            if seconds is not None:
+                metrics.EVENT_TO_ALERT.labels(alert["rule_id"]).observe(seconds)
+            with bound_contextvars(correlation_id=trace.correlation_id):
+                log.info(
+                    "alert.stored",
+                    rule=alert["rule_id"],
+                    version=alert["version"],
+                    municipality=alert["municipality_code"],
+                    seconds_since_accepted=seconds,
+                )
+        return queued
+
+    @stamina.retry(on=_TRANSIENT_DB, attempts=10, timeout=120)
+    async def _store_batch(
+        self,
+        records: list[ConsumerRecord[bytes, bytes]],
+        stored: list[tuple[dict[str, Any], Trace]],
+    ) -> int:
         """Stores, routes and queues the notices of a batch in one transaction; returns how
-        many notices were queued for channels."""
+        many notices were queued for channels, and fills `stored` with what was written."""
         queued = 0
+        stored.clear()  # a retry starts over: the rolled back transaction stored nothing
         async with self._sessions() as session, session.begin():
             teams = await active_teams(session)
             for record in records:
@@ -88,12 +115,15 @@ class AlertConsumer:
                 except DecodeError as exc:
                     await self._dead_letter(record, str(exc))
                     continue
-                notice = await upsert_alert(session, alert)
+                trace = read_trace(record.headers)
+                notice = await upsert_alert(session, alert, trace)
                 if notice is None:
                     metrics.ALERTS_STALE.labels(alert["rule_id"]).inc()
                     continue
-                metrics.ALERTS_STORED.labels(alert["rule_id"]).inc()
-                new_teams = await route_alert(session, teams, alert)
+                metrics.ALERTS_STORED.labels(alert["rule_id"], alert["municipality_code"]).inc()
+                stored.append((alert, trace))
+                with bound_contextvars(correlation_id=trace.correlation_id):
+                    new_teams = await route_alert(session, teams, alert, trace=trace)
                 version = [(alert["alert_id"], alert["version"])]
                 if notice == "raised":
                     queued += await queue_notices(session, version, "raised")

@@ -30,6 +30,7 @@ from sqlalchemy import and_, any_, func, literal, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
+from structlog.contextvars import bound_contextvars
 
 from services.notifier import metrics
 from services.notifier.channels import (
@@ -44,6 +45,7 @@ from services.notifier.directory import channel_secrets, route
 from services.notifier.mail import EmailChannel, send_operator_warning
 from services.notifier.settings import NotifierSettings, SmtpConfig
 from services.notifier.webhook import OAuthClientCredentials, WebhookChannel
+from services.shared.correlation import NO_TRACE, Trace
 from services.shared.crypto import Vault
 from services.shared.db.models import (
     Alert,
@@ -73,9 +75,15 @@ async def active_teams(session: AsyncSession) -> list[Team]:
 
 
 async def route_alert(
-    session: AsyncSession, teams: Sequence[Team], alert: dict[str, Any], *, report: bool = True
+    session: AsyncSession,
+    teams: Sequence[Team],
+    alert: dict[str, Any],
+    *,
+    report: bool = True,
+    trace: Trace = NO_TRACE,
 ) -> list[str]:
     """Routes a stored alert to its team(s) (kept routes stay); returns the teams new to it.
+    A route is the inbox delivery; with the `trace` of the version's event it is timed.
 
     An alert without any team, not even a fallback, stays unrouted: logged (unless the
     caller reports it), and routed by `route_unrouted` once the directory has a team for it.
@@ -104,6 +112,12 @@ async def route_alert(
         if via == "fallback":
             metrics.ALERTS_FALLBACK.labels(alert["municipality_code"]).inc()
         metrics.DELIVERIES.labels("inbox", "delivered").inc()
+    seconds = trace.seconds_since_accepted()
+    if seconds is not None:
+        for _ in added:
+            metrics.EVENT_TO_DELIVERY.labels("inbox").observe(seconds)
+    if added:
+        log.info("alert.routed", teams=len(added), channel="inbox")
     return [team_id for team_id, _ in added]
 
 
@@ -193,7 +207,11 @@ async def route_unrouted(session: AsyncSession) -> int:
             "municipality_code": alert.municipality_code,
             "wijk_code": alert.wijk_code,
         }
-        added = await route_alert(session, teams, values, report=False)
+        trace = Trace(
+            alert.correlation_id, alert.accepted_at.timestamp() if alert.accepted_at else None
+        )
+        with bound_contextvars(correlation_id=alert.correlation_id):
+            added = await route_alert(session, teams, values, report=False, trace=trace)
         if added and alert.status != "closed":
             routed.append(alert)
             # The new teams hear of it as new, and of its deadline if that passed already.
@@ -345,6 +363,14 @@ class Dispatcher:
             team = await session.get(Team, delivery.team_id)
         if alert is None or channel is None or team is None:
             return False  # erased meanwhile: the cascade takes the delivery too
+        # The correlation id of the event behind the alert's newest version.
+        with bound_contextvars(correlation_id=alert.correlation_id):
+            return await self._deliver_notice(lease, delivery, alert, channel, team)
+
+    async def _deliver_notice(
+        self, lease: _Lease, delivery: Delivery, alert: Alert, channel: TeamChannel, team: Team
+    ) -> bool:
+        delivery_id = delivery.delivery_id
         notice = self._notice(delivery, alert, team)
         sender = self._sender(channel)
         error: DeliveryError | None = None
@@ -370,6 +396,22 @@ class Dispatcher:
             return False
         if error is not None:
             await self._gave_up(delivery, team, error)
+            return True
+        log.info(
+            "delivery.delivered",
+            delivery_id=delivery_id,
+            channel=channel.kind,
+            notice=delivery.notice,
+            attempts=delivery.attempts,
+        )
+        # Timed only for the notice the event caused (see services.notifier.metrics).
+        if (
+            alert.accepted_at is not None
+            and delivery.notice in ("raised", "updated")
+            and delivery.alert_version == alert.version
+        ):
+            seconds = (dt.datetime.now(dt.UTC) - alert.accepted_at).total_seconds()
+            metrics.EVENT_TO_DELIVERY.labels(channel.kind).observe(max(0.0, seconds))
         return True
 
     async def _finish(

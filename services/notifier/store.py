@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import case, func, literal_column, select
@@ -9,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.channels import NoticeKind
+from services.shared.correlation import NO_TRACE, Trace
 from services.shared.db.models import Alert, Contribution
 
 _ALERT_COLUMNS = (
@@ -33,8 +35,11 @@ _ALERT_COLUMNS = (
 )
 
 
-async def upsert_alert(session: AsyncSession, alert: dict[str, Any]) -> NoticeKind | None:
-    """Stores `alert` unless a row at the same or a newer version exists.
+async def upsert_alert(
+    session: AsyncSession, alert: dict[str, Any], trace: Trace = NO_TRACE
+) -> NoticeKind | None:
+    """Stores `alert` unless a row at the same or a newer version exists, with the trace of
+    the event behind this version (its correlation id and acceptance time).
 
     Returns "raised" when the alert is new, "updated" when a newer version replaced the row,
     None when nothing was written (a replay, or an older version arriving late).
@@ -42,6 +47,12 @@ async def upsert_alert(session: AsyncSession, alert: dict[str, Any]) -> NoticeKi
     The caller commits: the alert row and its contributions land together or not at all.
     """
     values = {c: alert[c] for c in _ALERT_COLUMNS}
+    values["correlation_id"] = trace.correlation_id
+    values["accepted_at"] = (
+        dt.datetime.fromtimestamp(trace.accepted_at, dt.UTC)
+        if trace.accepted_at is not None
+        else None
+    )
     statement: Any = (
         insert(Alert)
         .values(alert_id=alert["alert_id"], **values)

@@ -69,10 +69,14 @@ class Trace:
         return max(0.0, (time.time() if now is None else now) - self.accepted_at)
 
 
+#: The trace of a record without one.
+NO_TRACE = Trace()
+
+
 def read_trace(headers: Headers | None) -> Trace:
     """The trace in a record's headers; invalid values are left out, not trusted."""
     if headers is None:
-        return Trace()
+        return NO_TRACE
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     found = {k: v for k, v in pairs if k in (CORRELATION_HEADER, ACCEPTED_AT_HEADER)}
     accepted_at: float | None = None

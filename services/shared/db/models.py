@@ -71,6 +71,11 @@ class Alert(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    #: Of the event behind the newest version (Kafka headers hub-correlation-id and
+    #: hub-accepted-at); None for alerts from before, or records without them.
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    #: When ingest accepted that event.
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     contributions: Mapped[list[Contribution]] = relationship(
         back_populates="alert", order_by="Contribution.event_date", lazy="selectin"
