@@ -142,7 +142,10 @@ async def _send(
                     # Over the partner's rate limit: wait as told, as a partner system must.
                     outcomes["rate-limited"] += 1
                     await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-                outcomes[f"{event.event_type.value}:{response.status_code}"] += 1
+                # A re-sent event is answered 202 as well, and published once only.
+                replayed = response.headers.get("Idempotent-Replayed") == "true"
+                code = "duplicate" if replayed else str(response.status_code)
+                outcomes[f"{event.event_type.value}:{code}"] += 1
                 progress.advance(task)
 
         await asyncio.gather(*(worker() for _ in range(SEND_CONCURRENCY)))
@@ -346,7 +349,8 @@ def _summary(
     per_type: dict[str, dict[str, int]] = {}
     for key, count in outcomes.items():
         event_type, code = key.split(":")
-        per_type.setdefault(event_type, {})["accepted" if code == "202" else f"http_{code}"] = count
+        name = {"202": "accepted", "duplicate": "duplicate"}.get(code, f"http_{code}")
+        per_type.setdefault(event_type, {})[name] = count
     summary = {
         "seed": seed,
         "events": per_type,

@@ -86,7 +86,10 @@ def test_the_backtest_of_the_demo_year_gives_the_live_matchers_alert_ids(
 
     events = tmp_path / "demo-year.avro"
     exported = json.loads(_hub("export", "events", str(events), "--json", env=kafka, log=log))
-    assert exported["events"] == summary["events_total"]
+    # Re-sent events (answered 202, `duplicate` in the summary) are on the topics once.
+    duplicates = sum(per.get("duplicate", 0) for per in summary["events"].values())
+    assert duplicates > 0, summary["events"]
+    assert exported["events"] == summary["events_total"] - duplicates
 
     report = json.loads(
         _hub(
