@@ -1,0 +1,265 @@
+"""An operator can follow one event from the partner's request to its delivery: the same
+correlation id in the JSON log lines of ingest, matcher and notifier and on the Kafka records
+between them, the latency histograms counting it, and the ingest counts adding up."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import secrets
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.cli.peers import WebhookReceiver
+from services.cli.stack import TeamAccount
+from services.shared.correlation import ACCEPTED_AT_HEADER, CORRELATION_HEADER, HTTP_HEADER
+from services.shared.events import EventType
+from services.shared.kafka import read_to_end
+from services.shared.topics import alerts_topic, source_topic
+from tests.integration.fixtures import (
+    Hub,
+    debt_signal,
+    new_address,
+    service_metric,
+    start_stack,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+#: Recent: an event older than its retention would count for no alert.
+DAY = (dt.date.today() - dt.timedelta(days=2)).isoformat()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(_SECRET.encode()) as r:
+        yield r
+
+
+_SECRET = secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="module")
+def traced_hub(
+    kafka_bootstrap: str,
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    receiver: WebhookReceiver,
+) -> Iterator[Hub]:
+    """A hub of its own that logs at INFO (the session's logs warnings only), with one team
+    for Enschede whose case system takes webhooks."""
+    stack = start_stack(kafka_bootstrap, database_url, tmp_path_factory.mktemp("traced"))
+    stack.teams = [
+        TeamAccount(
+            "wijkteam-trace",
+            ("GM0153",),
+            ("debt-help", "integrated-approach"),
+            "trace-1",
+            "token-wijkteam-trace",
+            channels=({"kind": "webhook", "target": receiver.url, "secret": _SECRET},),
+        )
+    ]
+    stack.team_token = "token-wijkteam-trace"
+    stack.extra_env = {"HUB_LOG_LEVEL": "INFO", "HUB_INGEST_KEY_CACHE_S": "0"}
+    with stack, httpx.Client(timeout=30) as client:
+        yield Hub(stack, client)
+
+
+def log_lines(hub: Hub, service: str, correlation_id: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in hub.stack.log_path(service).read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line of a library that does not log through structlog
+        if isinstance(entry, dict) and entry.get("correlation_id") == correlation_id:
+            lines.append(entry)
+    return lines
+
+
+def records(hub: Hub, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    async def read() -> list[ConsumerRecord[bytes, bytes]]:
+        return [r async for r in read_to_end(hub.stack.kafka, [topic])]
+
+    return asyncio.run(read())
+
+
+def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers}
+
+
+def ingest_counts(hub: Hub) -> dict[str, dict[str, float]]:
+    """Per channel, ingest's offered, accepted, duplicate and rejected events (all labels)."""
+    totals: dict[str, dict[str, float]] = {}
+    text = httpx.get(f"{hub.stack.url('ingest')}/metrics").text
+    for family in text_string_to_metric_families(text):
+        kind = family.name.removeprefix("hub_ingest_events_")
+        if kind not in {"offered", "accepted", "duplicate", "rejected"}:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                channel = totals.setdefault(sample.labels["channel"], {})
+                channel[kind] = channel.get(kind, 0.0) + sample.value
+    return totals
+
+
+def test_one_correlation_id_follows_an_event_through_every_service_to_its_delivery(
+    traced_hub: Hub, receiver: WebhookReceiver
+) -> None:
+    hub = traced_hub
+    correlation_id = f"partner-{uuid.uuid4().hex}"
+    crisis = debt_signal(new_address(), DAY, crisis=True, crisis_kind="EVICTION")
+    to_alert = hub.stack.url("ingest") + "/v1/events/debt-signal"
+    answer = hub.client.post(
+        to_alert,
+        json=crisis,
+        headers={"Authorization": "Bearer key-huur", HTTP_HEADER: correlation_id},
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.headers[HTTP_HEADER] == correlation_id
+
+    # Delivered to the team's case system, and counted in both histograms.
+    receiver.wait_accepted(1)
+
+    def timed() -> bool:
+        return (
+            service_metric(hub, "notifier", "hub_event_to_alert_seconds_count", rule="debt-crisis")
+            >= 1
+            and service_metric(
+                hub, "notifier", "hub_event_to_delivery_seconds_count", channel="webhook"
+            )
+            >= 1
+            and service_metric(
+                hub, "notifier", "hub_event_to_delivery_seconds_count", channel="inbox"
+            )
+            >= 1
+        )
+
+    wait_for(timed, "the notifier to time the alert and its deliveries")
+    # Seconds on this machine, not the hour-long bucket: the clock starts at acceptance.
+    assert (
+        service_metric(
+            hub, "notifier", "hub_event_to_alert_seconds_bucket", le="30.0", rule="debt-crisis"
+        )
+        >= 1
+    )
+
+    # The same id in each service's JSON log lines, from acceptance to delivery.
+    seen = {
+        service: wait_for(
+            lambda s=service: {e["event"] for e in log_lines(hub, s, correlation_id)} or None,
+            f"the {service} to log the correlation id",
+        )
+        for service in ("ingest", "matcher", "notifier")
+    }
+    assert "events.admitted" in seen["ingest"]
+    assert "alert.published" in seen["matcher"]
+
+    def stored_and_delivered() -> bool:
+        events = {e["event"] for e in log_lines(hub, "notifier", correlation_id)}
+        return {"alert.stored", "alert.routed", "delivery.delivered"} <= events
+
+    wait_for(stored_and_delivered, "the notifier to log the store and the deliveries")
+    for service in ("ingest", "matcher", "notifier"):
+        logged = json.dumps(log_lines(hub, service, correlation_id))
+        assert "Canary" not in logged and crisis["address"]["postcode"] not in logged
+
+    # And on the records between them: the source event and the alert built from it.
+    settings = hub.stack.hub_settings
+    source = [
+        headers_of(r)
+        for r in records(hub, source_topic(settings, EventType.DEBT_SIGNAL))
+        if headers_of(r).get(CORRELATION_HEADER) == correlation_id
+    ]
+    assert len(source) == 1 and float(source[0][ACCEPTED_AT_HEADER]) > 0
+    alerts = [
+        headers_of(r)
+        for r in records(hub, alerts_topic(settings))
+        if headers_of(r).get(CORRELATION_HEADER) == correlation_id
+    ]
+    assert alerts and all(a[ACCEPTED_AT_HEADER] == source[0][ACCEPTED_AT_HEADER] for a in alerts)
+    stored = hub.query(
+        "select correlation_id, accepted_at from alerts where correlation_id = :c",
+        c=correlation_id,
+    )
+    assert len(stored) == 1 and stored[0][1] is not None
+
+
+def test_an_id_that_is_not_printable_ascii_is_replaced_and_a_batch_shares_one(
+    traced_hub: Hub,
+) -> None:
+    hub = traced_hub
+    url = hub.stack.url("ingest") + "/v1/events/debt-signal"
+    too_long = hub.client.post(
+        url,
+        json=debt_signal(new_address(), DAY),
+        headers={"Authorization": "Bearer key-huur", HTTP_HEADER: "x" * 65},
+    )
+    assert too_long.status_code == 202
+    assert len(too_long.headers[HTTP_HEADER]) == 32 and too_long.headers[HTTP_HEADER] != "x" * 65
+    # A refused request is answered with its id too.
+    refused = hub.client.post(url, json={}, headers={"Authorization": "Bearer no-such-key"})
+    assert refused.status_code == 401 and refused.headers[HTTP_HEADER]
+
+    batch = [debt_signal(new_address(), DAY) for _ in range(3)]
+    answer = hub.client.post(
+        url + "/batch",
+        json=batch,
+        headers={"Authorization": "Bearer key-huur", HTTP_HEADER: "batch-7"},
+    )
+    assert answer.status_code == 200 and answer.json()["accepted"] == 3
+    assert answer.headers[HTTP_HEADER] == "batch-7"
+    topic = source_topic(hub.stack.hub_settings, EventType.DEBT_SIGNAL)
+    shared = [r for r in records(hub, topic) if headers_of(r).get(CORRELATION_HEADER) == "batch-7"]
+    assert len(shared) == 3
+
+
+def test_offered_is_accepted_plus_duplicate_plus_rejected_and_lag_is_exported(
+    traced_hub: Hub,
+) -> None:
+    hub = traced_hub
+    event = debt_signal(new_address(), DAY)
+    broken = debt_signal(new_address(), DAY, amount_eur=-1)
+    before = ingest_counts(hub).get("http", {})
+    for body in (event, event, broken):
+        hub.post("debt-signal", body, "key-huur")
+    hub.post("debt-signal", event, "no-such-key")  # no event offered: nobody known offered it
+    hub.post("wvggz-report", event, "key-huur")  # 403 before the body is read: none either
+
+    after = ingest_counts(hub)["http"]
+    moved = {k: round(after.get(k, 0) - before.get(k, 0)) for k in after}
+    assert moved == {"offered": 3, "accepted": 1, "duplicate": 1, "rejected": 1}
+    for channel, counts in ingest_counts(hub).items():
+        assert counts["offered"] == counts["accepted"] + counts["duplicate"] + counts["rejected"], (
+            channel
+        )
+    refused = "hub_ingest_requests_refused_total"
+    assert service_metric(hub, "ingest", refused, reason="forbidden-type") >= 1
+    assert service_metric(hub, "ingest", refused, reason="unauthenticated") >= 1
+
+    # Every hub group's lag is on ingest's /metrics, the matcher's and notifier's included.
+    settings = hub.stack.hub_settings
+    matcher_topic = source_topic(settings, EventType.DEBT_SIGNAL)
+
+    def lag_series() -> set[str] | None:
+        text = httpx.get(f"{hub.stack.url('ingest')}/metrics").text
+        groups = {
+            s.labels["group"]
+            for f in text_string_to_metric_families(text)
+            if f.name == "hub_kafka_consumer_lag"
+            for s in f.samples
+            if s.labels["topic"] in {matcher_topic, alerts_topic(settings)}
+        }
+        return groups if len(groups) == 2 else None
+
+    assert wait_for(lag_series, "the consumer lag of matcher and notifier") == {
+        settings.matcher_app_id,
+        f"{hub.stack.topic_prefix}-notifier",
+    }
