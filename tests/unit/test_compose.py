@@ -290,3 +290,21 @@ def test_the_image_is_built_in_stages_and_runs_as_a_user(services: dict[str, Any
     # No service overrides the image's user with root.
     for name, service in services.items():
         assert service.get("user", "hub") not in ("root", "0"), name
+
+
+def test_the_operators_toolbox_is_not_started_by_up_and_has_every_setting(
+    services: dict[str, Any],
+) -> None:
+    # `docker compose run --rm hub status` (docs/operations.md): every hub command must run in it.
+    toolbox = services["hub"]
+    assert toolbox["profiles"] == ["tools"]
+    assert "depends_on" not in toolbox
+    env = toolbox["environment"]
+    for name in set(REQUIRED) - {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}:
+        assert env[name] == REQUIRED[name], name
+    assert REQUIRED["POSTGRES_PASSWORD"] in env["HUB_DATABASE_URL"]
+    for name in ("ingest", "privacy-purge", "hub"):
+        pseudonyms = services[name]["environment"]
+        assert pseudonyms["HUB_PSEUDONYM_VERSION"] == "1", name
+        # Passed through only when set: an empty value is not valid JSON for the settings.
+        assert pseudonyms["HUB_PSEUDONYM_PREVIOUS_SECRETS"] is None, name
