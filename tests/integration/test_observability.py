@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli.peers import WebhookReceiver
@@ -22,7 +22,7 @@ from services.cli.stack import TeamAccount
 from services.shared.correlation import ACCEPTED_AT_HEADER, CORRELATION_HEADER, HTTP_HEADER
 from services.shared.events import EventType
 from services.shared.kafka import read_to_end
-from services.shared.topics import alerts_topic, source_topic
+from services.shared.topics import alerts_topic, intake_topic, source_topic
 from tests.integration.fixtures import (
     Hub,
     debt_signal,
@@ -31,6 +31,7 @@ from tests.integration.fixtures import (
     start_stack,
     wait_for,
 )
+from tests.integration.test_ingest_ways import intake_record
 
 pytestmark = pytest.mark.integration
 #: Recent: an event older than its retention would count for no alert.
@@ -263,3 +264,36 @@ def test_offered_is_accepted_plus_duplicate_plus_rejected_and_lag_is_exported(
         settings.matcher_app_id,
         f"{hub.stack.topic_prefix}-notifier",
     }
+
+
+def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it_has_none(
+    traced_hub: Hub,
+) -> None:
+    hub = traced_hub
+    settings = hub.stack.hub_settings
+    own, other = debt_signal(new_address(), DAY), debt_signal(new_address(), DAY)
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=hub.stack.kafka)
+        await producer.start()
+        try:
+            topic = intake_topic(settings, EventType.DEBT_SIGNAL)
+            partner = ("hub-partner", b"woningcorporatie-01")
+            for event, headers in (
+                (own, [partner, (CORRELATION_HEADER, b"intake-42")]),
+                (other, [partner, (CORRELATION_HEADER, "naïve".encode())]),
+            ):
+                await producer.send_and_wait(topic, intake_record(event), headers=headers)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    topic = source_topic(settings, EventType.DEBT_SIGNAL)
+
+    def published() -> list[str] | None:
+        found = [headers_of(r).get(CORRELATION_HEADER, "") for r in records(hub, topic)]
+        return found if "intake-42" in found and len(found) >= 2 else None
+
+    ids = wait_for(published, "both intake records on the source topic")
+    assert ids.count("intake-42") == 1
+    assert "naïve" not in ids and all(ids)
