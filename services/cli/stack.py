@@ -190,6 +190,8 @@ class HubStack:
             kafka_bootstrap=self.kafka,
             topic_prefix=self.topic_prefix,
             matcher_app_id=f"{self.topic_prefix}-matcher",
+            notifier_group_id=f"{self.topic_prefix}-notifier",
+            ingest_intake_group=f"{self.topic_prefix}-ingest-intake",
         )
 
     def env(self) -> dict[str, str]:
@@ -207,7 +209,8 @@ class HubStack:
             "HUB_MATCHER_APP_ID": self.hub_settings.matcher_app_id,
             "HUB_MATCHER_DATA_DIR": str(self.workdir.resolve() / "matcher"),
             "HUB_NOTIFIER_PORT": str(self.ports["notifier"]),
-            "HUB_NOTIFIER_GROUP_ID": f"{self.topic_prefix}-notifier",
+            "HUB_NOTIFIER_GROUP_ID": self.hub_settings.notifier_group_id,
+            "HUB_INGEST_INTAKE_GROUP": self.hub_settings.ingest_intake_group,
             # The synthetic year lies in the past: its deadlines pass at once, check often.
             "HUB_NOTIFIER_OVERDUE_CHECK_S": "1",
             "HUB_NOTIFIER_PUBLIC_URL": self.url("notifier"),

@@ -51,7 +51,7 @@ def test_status_shows_the_lag_of_a_stopped_matcher_and_none_once_it_caught_up(
     before = status(hub)
     # Every group and every partition of its topics is listed, lag or not.
     groups = {row["group"] for row in before["lag"]}
-    assert settings.matcher_app_id in groups and f"{settings.topic_prefix}-notifier" in groups
+    assert settings.matcher_app_id in groups and settings.notifier_group_id in groups
     debt_topic = f"{settings.topic_prefix}.debt-signal.v1"
     assert {r["partition"] for r in before["lag"] if r["topic"] == debt_topic} == set(
         range(settings.topic_partitions)
