@@ -102,11 +102,16 @@ def rule_queries() -> list[Query]:
 
 _SPLIT = re.compile(r"==|!=|>=|<=|>|<|\b(?:and|or|unless)\b")
 _OPEN, _CLOSE = "([{", ")]}"
+#: What may follow a binary operator before its right operand: `bool`, `on (...)`, ...
+_MODIFIERS = re.compile(
+    r"^(?:\s*(?:bool\b|(?:on|ignoring)\s*\([^)]*\)|group_(?:left|right)\s*(?:\([^)]*\))?))+"
+)
 
 
 def operands(expr: str) -> list[str]:
     """The operands of `expr` joined at the top level by a comparison, `and`, `or` or
-    `unless`, without number literals: `a > 0 unless b > 0` -> [a, b]."""
+    `unless`, without number literals and without the operators' modifiers (`bool`,
+    `on (...)`, `group_left`): `a > 0 unless b > 0` -> [a, b]."""
     parts, depth, start, i = [], 0, 0, 0
     text = " ".join(expr.split())
     while i < len(text):
@@ -124,7 +129,7 @@ def operands(expr: str) -> list[str]:
             continue
         i += 1
     parts.append(text[start:])
-    cleaned = (re.sub(r"^bool\b", "", p.strip()).strip() for p in parts)
+    cleaned = (_MODIFIERS.sub("", p.strip()).strip() for p in parts)
     return [p for p in cleaned if p and not _is_number(p)]
 
 
