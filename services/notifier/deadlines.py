@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import metrics
-from services.notifier.delivery import queue_notices, route_unrouted
+from services.notifier.delivery import queue_notices, route_unrouted, start_known_series
 from services.shared.db.models import Alert
 from services.shared.logging import get_logger
 from services.shared.region import AMSTERDAM
@@ -67,6 +67,7 @@ async def keep_escalating(
             await escalate_overdue(sessions, today())
             async with sessions() as session, session.begin():
                 await route_unrouted(session)
+                await start_known_series(session)
             on_queued()
         except Exception as exc:  # the database away: try again next round, loudly
             log.warning("alerts.overdue_check_failed", error=type(exc).__name__)

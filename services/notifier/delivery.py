@@ -172,6 +172,18 @@ async def queue_notices(
     return len(queued.all())
 
 
+async def start_known_series(session: AsyncSession) -> None:
+    """Creates at 0 the series whose labels come from the directory and the stored alerts: a
+    give-up per team channel, the latency per rule seen. Prometheus sees an increase only of a
+    series it had seen before, so a team's first give-up would otherwise raise no alert."""
+    for kind, team_id in await session.execute(
+        select(TeamChannel.kind, TeamChannel.team_id).distinct()
+    ):
+        metrics.DELIVERIES_GAVE_UP.labels(kind, team_id)
+    for rule in await session.scalars(select(Alert.rule_id).distinct()):
+        metrics.EVENT_TO_ALERT.labels(rule)
+
+
 async def route_unrouted(session: AsyncSession) -> int:
     """Routes alerts that no active team has: stored before the directory had their team,
     or left behind by a team that was disabled. Open ones get their `raised` notice.

@@ -297,3 +297,42 @@ def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it
     ids = wait_for(published, "both intake records on the source topic")
     assert ids.count("intake-42") == 1
     assert "naïve" not in ids and all(ids)
+
+
+def _exposed(hub: Hub, service: str, sample: str) -> bool:
+    """Whether /metrics has a line for the sample (name with labels), whatever its value."""
+    text = httpx.get(f"{hub.stack.url(service)}/metrics").text
+    return any(line.startswith(f"{sample} ") for line in text.splitlines())
+
+
+def test_a_restarted_notifier_starts_the_series_of_its_teams_and_rules_at_0(
+    traced_hub: Hub, receiver: WebhookReceiver
+) -> None:
+    """Prometheus counts an increase only of a series it saw before: a team's first give-up
+    and a rule's first latency must move a series that exists already."""
+    hub = traced_hub
+    crisis = debt_signal(new_address(), DAY, crisis=True, crisis_kind="EVICTION")
+    assert hub.post("debt-signal", crisis, "key-huur").status_code == 202
+    wait_for(
+        lambda: hub.query("SELECT 1 FROM alerts WHERE rule_id = 'debt-crisis'"),
+        "the crisis alert to be stored",
+    )
+    hub.stack.stop("notifier")
+    hub.stack.start("notifier")
+
+    gave_up = 'hub_notifier_deliveries_gave_up_total{channel="webhook",team="wijkteam-trace"}'
+    latency = 'hub_event_to_alert_seconds_count{rule="debt-crisis"}'
+    wait_for(
+        lambda: _exposed(hub, "notifier", gave_up) and _exposed(hub, "notifier", latency),
+        "the notifier's sweep to start the series",
+    )
+    assert (
+        service_metric(
+            hub,
+            "notifier",
+            "hub_notifier_deliveries_gave_up_total",
+            channel="webhook",
+            team="wijkteam-trace",
+        )
+        == 0
+    )
