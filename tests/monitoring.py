@@ -27,6 +27,7 @@ ALERT_NAMES = (
     "HubEventsNotProcessed",
     "HubDeliveriesGivingUp",
     "HubDeadLettersGrowing",
+    "HubConsumerLagUnknown",
 )
 
 

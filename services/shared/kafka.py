@@ -26,8 +26,8 @@ async def topic_partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicP
     """Every partition of the topics that exist; a topic that does not is left out."""
     # The admin client, because a consumer knows a topic's partitions only once assigned.
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics(list(topics)) if topics else []
     finally:
         await admin.close()

@@ -39,7 +39,9 @@ class PartitionLag:
     @property
     def lag(self) -> int:
         """Records written that the group has not committed as processed."""
-        return max(0, self.end - (self.committed if self.committed is not None else self.start))
+        # Below the start, retention deleted what the group never read: not work left.
+        done = self.start if self.committed is None else max(self.committed, self.start)
+        return max(0, self.end - done)
 
 
 def hub_consumer_groups(settings: HubSettings) -> dict[str, list[str]]:
@@ -66,8 +68,9 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> list[Par
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await consumer.start()
     try:
+        # Inside: a start that fails (Kafka away) still closes what it opened.
+        await consumer.start()
         await admin.start()
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         starts: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)

@@ -37,6 +37,7 @@ from tests.monitoring import (
 
 #: Series Prometheus makes itself: `up` per target, `ALERTS` per firing rule.
 PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE"}
+RUNBOOK = (REPO / "docs" / "operations.md").read_text()
 SUFFIXES = {
     "counter": ("_total", "_created"),
     "gauge": ("",),
@@ -113,6 +114,7 @@ def test_the_alert_rules_are_named_labelled_and_linked_to_the_runbook() -> None:
         annotations = rule["annotations"]
         assert annotations["summary"] and annotations["description"], name
         assert annotations["runbook_url"] == f"docs/operations.md#{name.lower()}"
+        assert f"\n### {name}\n" in RUNBOOK, f"docs/operations.md has no section for {name}"
         assert operands(rule["expr"]), f"{name} has no vector operand the live test can query"
 
 
