@@ -4,8 +4,10 @@ Ingest puts two Kafka headers on every source-topic record; the matcher copies t
 event that produced an alert version onto the alert record; the notifier stores them with the
 alert. Both values are UTF-8:
 
-- `hub-correlation-id`: the partner's `X-Correlation-Id` when valid (printable ASCII without
-  spaces, at most 64 characters), else a new uuid4 hex; never personal data of ours;
+- `hub-correlation-id`: the partner's `X-Correlation-Id` when it is a UUID (8-4-4-4-12 hex
+  digits or 32 of them, any case; kept in lower case), else a new uuid4 hex. Only a UUID,
+  because the id is bound to every log line, put on topics, stored with alerts and answered
+  back: free text could be a BSN, a name with a birth date or an e-mail address;
 - `hub-accepted-at`: when ingest accepted the event, Unix seconds as a decimal string.
 """
 
@@ -21,14 +23,15 @@ CORRELATION_HEADER = "hub-correlation-id"
 ACCEPTED_AT_HEADER = "hub-accepted-at"
 #: The HTTP header a partner may send and always gets back.
 HTTP_HEADER = "X-Correlation-Id"
-MAX_LENGTH = 64
-_VALID = re.compile(rf"[\x21-\x7e]{{1,{MAX_LENGTH}}}")
+_HEX = "[0-9a-fA-F]"
+_VALID = re.compile(rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}|{_HEX}{{32}}")
 
 Headers = Mapping[str, bytes] | Iterable[tuple[str, bytes]]
 
 
 def valid_correlation_id(value: str | bytes | None) -> str | None:
-    """`value` as a correlation id, or None when it is missing or not acceptable."""
+    """`value` as a correlation id (a UUID, in lower case), or None when it is missing or
+    anything else."""
     if isinstance(value, bytes):
         try:
             value = value.decode("ascii")
@@ -36,7 +39,7 @@ def valid_correlation_id(value: str | bytes | None) -> str | None:
             return None
     if value is None or not _VALID.fullmatch(value):
         return None
-    return value
+    return value.lower()
 
 
 def new_correlation_id() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -115,7 +116,7 @@ def test_one_correlation_id_follows_an_event_through_every_service_to_its_delive
     traced_hub: Hub, receiver: WebhookReceiver
 ) -> None:
     hub = traced_hub
-    correlation_id = f"partner-{uuid.uuid4().hex}"
+    correlation_id = str(uuid.uuid4())
     crisis = debt_signal(new_address(), DAY, crisis=True, crisis_kind="EVICTION")
     to_alert = hub.stack.url("ingest") + "/v1/events/debt-signal"
     answer = hub.client.post(
@@ -193,7 +194,7 @@ def test_one_correlation_id_follows_an_event_through_every_service_to_its_delive
     assert len(stored) == 1 and stored[0][1] is not None
 
 
-def test_an_id_that_is_not_printable_ascii_is_replaced_and_a_batch_shares_one(
+def test_an_id_that_is_not_a_uuid_is_replaced_and_a_batch_shares_one(
     traced_hub: Hub,
 ) -> None:
     hub = traced_hub
@@ -210,16 +211,64 @@ def test_an_id_that_is_not_printable_ascii_is_replaced_and_a_batch_shares_one(
     assert refused.status_code == 401 and refused.headers[HTTP_HEADER]
 
     batch = [debt_signal(new_address(), DAY) for _ in range(3)]
+    given = uuid.uuid4()
     answer = hub.client.post(
         url + "/batch",
         json=batch,
-        headers={"Authorization": "Bearer key-huur", HTTP_HEADER: "batch-7"},
+        headers={"Authorization": "Bearer key-huur", HTTP_HEADER: str(given).upper()},
     )
     assert answer.status_code == 200 and answer.json()["accepted"] == 3
-    assert answer.headers[HTTP_HEADER] == "batch-7"
+    assert answer.headers[HTTP_HEADER] == str(given)  # kept, in lower case
     topic = source_topic(hub.stack.hub_settings, EventType.DEBT_SIGNAL)
-    shared = [r for r in records(hub, topic) if headers_of(r).get(CORRELATION_HEADER) == "batch-7"]
+    shared = [r for r in records(hub, topic) if headers_of(r).get(CORRELATION_HEADER) == str(given)]
     assert len(shared) == 3
+
+
+def test_personal_data_sent_as_correlation_id_is_replaced_and_never_logged_or_published(
+    traced_hub: Hub,
+) -> None:
+    """A partner that puts a BSN, an e-mail address or a name with a birth date in
+    X-Correlation-Id gets a new id, and the value reaches no log line and no record."""
+    hub = traced_hub
+    canaries = ("111222333", "p.jansen@example.nl", "jansen-1980-01-01")
+    url = hub.stack.url("ingest") + "/v1/events/debt-signal"
+    replaced = []
+    for n, canary in enumerate(canaries):
+        # The first raises an alert, so its new id goes through matcher and notifier too.
+        crisis: dict[str, Any] = {"crisis": True, "crisis_kind": "EVICTION"} if n == 0 else {}
+        event = debt_signal(new_address(), DAY, **crisis)
+        answer = hub.client.post(
+            url,
+            json=event,
+            headers={"Authorization": "Bearer key-huur", HTTP_HEADER: canary},
+        )
+        assert answer.status_code == 202, answer.text
+        assert re.fullmatch("[0-9a-f]{32}", answer.headers[HTTP_HEADER]), canary
+        replaced.append(answer.headers[HTTP_HEADER])
+
+    # Each event was admitted and published under its new id ...
+    for cid in replaced:
+        wait_for(
+            lambda c=cid: any(e["event"] == "events.admitted" for e in log_lines(hub, "ingest", c)),
+            "ingest to log the event under the new id",
+        )
+    settings = hub.stack.hub_settings
+    source = records(hub, source_topic(settings, EventType.DEBT_SIGNAL))
+    on_topic = {headers_of(r).get(CORRELATION_HEADER) for r in source}
+    assert set(replaced) <= on_topic
+    wait_for(
+        lambda: any(e["event"] == "alert.stored" for e in log_lines(hub, "notifier", replaced[0])),
+        "the notifier to store the alert under the new id",
+    )
+    # ... and the values sent are nowhere: not in a log line of any service, not on a record.
+    for service in ("ingest", "matcher", "notifier"):
+        logged = hub.stack.log_path(service).read_text(errors="replace")
+        for canary in canaries:
+            assert canary not in logged, (service, canary)
+    for topic in (source_topic(settings, EventType.DEBT_SIGNAL), alerts_topic(settings)):
+        for record in records(hub, topic):
+            for canary in canaries:
+                assert all(canary.encode() not in v for _, v in record.headers), (topic, canary)
 
 
 def test_offered_is_accepted_plus_duplicate_plus_rejected_and_lag_is_exported(
@@ -272,6 +321,7 @@ def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it
     hub = traced_hub
     settings = hub.stack.hub_settings
     own, other = debt_signal(new_address(), DAY), debt_signal(new_address(), DAY)
+    own_id = str(uuid.uuid4())
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=hub.stack.kafka)
@@ -280,7 +330,7 @@ def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it
             topic = intake_topic(settings, EventType.DEBT_SIGNAL)
             partner = ("hub-partner", b"woningcorporatie-01")
             for event, headers in (
-                (own, [partner, (CORRELATION_HEADER, b"intake-42")]),
+                (own, [partner, (CORRELATION_HEADER, own_id.encode())]),
                 (other, [partner, (CORRELATION_HEADER, "naïve".encode())]),
             ):
                 await producer.send_and_wait(topic, intake_record(event), headers=headers)
@@ -292,10 +342,10 @@ def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it
 
     def published() -> list[str] | None:
         found = [headers_of(r).get(CORRELATION_HEADER, "") for r in records(hub, topic)]
-        return found if "intake-42" in found and len(found) >= 2 else None
+        return found if own_id in found and len(found) >= 2 else None
 
     ids = wait_for(published, "both intake records on the source topic")
-    assert ids.count("intake-42") == 1
+    assert ids.count(own_id) == 1
     assert "naïve" not in ids and all(ids)
 
 
