@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import stamina
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from structlog.contextvars import bound_contextvars
 
 from services.notifier import metrics
-from services.notifier.delivery import active_teams, queue_notices, route_alert
+from services.notifier.delivery import Routing, active_teams, queue_notices, route_alert
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import upsert_alert
 from services.shared.avro import AvroCodec
@@ -31,6 +32,41 @@ from services.shared.topics import alerts_topic, deadletter_headers, deadletter_
 log = get_logger("hub.notifier")
 
 _TRANSIENT_DB = (OSError, OperationalError, InterfaceError)
+
+
+@dataclass
+class StoredBatch:
+    """What one transaction of the alert consumer did, counted and logged by `count` only
+    once it committed: a transaction retried or rolled back counts nothing."""
+
+    #: Notices queued for channels.
+    queued: int = 0
+    #: Each alert version written, with the trace of its event.
+    stored: list[tuple[dict[str, Any], Trace]] = field(default_factory=list)
+    #: The rule of each alert message ignored as stale.
+    stale: list[str] = field(default_factory=list)
+    routings: list[Routing] = field(default_factory=list)
+    #: Records that are no alert, with why: dead-lettered after the commit.
+    undecodable: list[tuple[ConsumerRecord[bytes, bytes], str]] = field(default_factory=list)
+
+    def count(self) -> None:
+        for rule in self.stale:
+            metrics.ALERTS_STALE.labels(rule).inc()
+        for alert, trace in self.stored:
+            metrics.ALERTS_STORED.labels(alert["rule_id"], alert["municipality_code"]).inc()
+            seconds = trace.seconds_since_accepted()
+            if seconds is not None:
+                metrics.EVENT_TO_ALERT.labels(alert["rule_id"]).observe(seconds)
+            with bound_contextvars(correlation_id=trace.correlation_id):
+                log.info(
+                    "alert.stored",
+                    rule=alert["rule_id"],
+                    version=alert["version"],
+                    municipality=alert["municipality_code"],
+                    seconds_since_accepted=seconds,
+                )
+        for routing in self.routings:
+            routing.count()
 
 
 class AlertConsumer:
@@ -77,34 +113,19 @@ class AlertConsumer:
         return {tp: ends[tp] - await self._consumer.position(tp) for tp in assigned}
 
     async def _store(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
-        """Stores a batch (see `_store_batch`); once committed, observes how long each stored
-        version took from its event's acceptance and logs it with its correlation id."""
-        stored: list[tuple[dict[str, Any], Trace]] = []
-        queued = await self._store_batch(records, stored)
-        for alert, trace in stored:
-            seconds = trace.seconds_since_accepted()
-            if seconds is not None:
-                metrics.EVENT_TO_ALERT.labels(alert["rule_id"]).observe(seconds)
-            with bound_contextvars(correlation_id=trace.correlation_id):
-                log.info(
-                    "alert.stored",
-                    rule=alert["rule_id"],
-                    version=alert["version"],
-                    municipality=alert["municipality_code"],
-                    seconds_since_accepted=seconds,
-                )
-        return queued
+        """Stores a batch (see `_store_batch`); once committed, counts and logs what it did and
+        dead-letters what could not be decoded. Returns how many notices were queued."""
+        batch = await self._store_batch(records)
+        batch.count()
+        for record, detail in batch.undecodable:
+            await self._dead_letter(record, detail)
+        return batch.queued
 
     @stamina.retry(on=_TRANSIENT_DB, attempts=10, timeout=120)
-    async def _store_batch(
-        self,
-        records: list[ConsumerRecord[bytes, bytes]],
-        stored: list[tuple[dict[str, Any], Trace]],
-    ) -> int:
-        """Stores, routes and queues the notices of a batch in one transaction; returns how
-        many notices were queued for channels, and fills `stored` with what was written."""
-        queued = 0
-        stored.clear()  # a retry starts over: the rolled back transaction stored nothing
+    async def _store_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> StoredBatch:
+        """Stores, routes and queues the notices of a batch in one transaction; returns what
+        it did, to be counted by the caller (a retry starts over with a new `StoredBatch`)."""
+        batch = StoredBatch()
         async with self._sessions() as session, session.begin():
             teams = await active_teams(session)
             for record in records:
@@ -113,27 +134,27 @@ class AlertConsumer:
                     if name != ALERT_SCHEMA_NAME:
                         raise DecodeError(f"{name} is not an alert")
                 except DecodeError as exc:
-                    await self._dead_letter(record, str(exc))
+                    batch.undecodable.append((record, str(exc)))
                     continue
                 trace = read_trace(record.headers)
                 notice = await upsert_alert(session, alert, trace)
                 if notice is None:
-                    metrics.ALERTS_STALE.labels(alert["rule_id"]).inc()
+                    batch.stale.append(alert["rule_id"])
                     continue
-                metrics.ALERTS_STORED.labels(alert["rule_id"], alert["municipality_code"]).inc()
-                stored.append((alert, trace))
-                with bound_contextvars(correlation_id=trace.correlation_id):
-                    new_teams = await route_alert(session, teams, alert, trace=trace)
+                batch.stored.append((alert, trace))
+                routing = await route_alert(session, teams, alert, trace=trace)
+                batch.routings.append(routing)
                 version = [(alert["alert_id"], alert["version"])]
                 if notice == "raised":
-                    queued += await queue_notices(session, version, "raised")
+                    batch.queued += await queue_notices(session, version, "raised")
                 else:
                     # A team that gets the alert only now hears of it as new, not as updated.
-                    queued += await queue_notices(
+                    new_teams = routing.new_teams
+                    batch.queued += await queue_notices(
                         session, version, "updated", except_teams=new_teams
                     )
-                    queued += await queue_notices(session, version, "raised", teams=new_teams)
-        return queued
+                    batch.queued += await queue_notices(session, version, "raised", teams=new_teams)
+        return batch
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], detail: str) -> None:
         metrics.DEADLETTERED.labels("undecodable").inc()

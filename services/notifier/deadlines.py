@@ -66,8 +66,10 @@ async def keep_escalating(
         try:
             await escalate_overdue(sessions, today())
             async with sessions() as session, session.begin():
-                await route_unrouted(session)
+                routings = await route_unrouted(session)
                 await start_known_series(session)
+            for routing in routings:  # committed
+                routing.count()
             on_queued()
         except Exception as exc:  # the database away: try again next round, loudly
             log.warning("alerts.overdue_check_failed", error=type(exc).__name__)

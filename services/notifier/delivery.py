@@ -74,6 +74,37 @@ async def active_teams(session: AsyncSession) -> list[Team]:
     return list(await session.scalars(select(Team).where(Team.active)))
 
 
+@dataclass(frozen=True)
+class Routing:
+    """The routes one alert version got in a transaction. Counted by `count` once that
+    transaction committed: one rolled back (or retried from the start) routed nothing."""
+
+    municipality: str
+    #: (team id, via) of each route new to the alert.
+    added: tuple[tuple[str, str], ...]
+    #: How many inbox deliveries of the version to time: each team's inbox shows it.
+    timed: int
+    trace: Trace
+
+    @property
+    def new_teams(self) -> list[str]:
+        return [team_id for team_id, _ in self.added]
+
+    def count(self) -> None:
+        for _, via in self.added:
+            metrics.ALERTS_ROUTED.labels(via).inc()
+            if via == "fallback":
+                metrics.ALERTS_FALLBACK.labels(self.municipality).inc()
+            metrics.DELIVERIES.labels("inbox", "delivered").inc()
+        seconds = self.trace.seconds_since_accepted()
+        if seconds is not None:
+            for _ in range(self.timed):
+                metrics.EVENT_TO_DELIVERY.labels("inbox").observe(seconds)
+        if self.added:
+            with bound_contextvars(correlation_id=self.trace.correlation_id):
+                log.info("alert.routed", teams=len(self.added), channel="inbox")
+
+
 async def route_alert(
     session: AsyncSession,
     teams: Sequence[Team],
@@ -81,9 +112,12 @@ async def route_alert(
     *,
     report: bool = True,
     trace: Trace = NO_TRACE,
-) -> list[str]:
-    """Routes a stored alert to its team(s) (kept routes stay); returns the teams new to it.
-    A route is the inbox delivery; with the `trace` of the version's event it is timed.
+    stored: bool = True,
+) -> Routing:
+    """Routes an alert to its team(s) (kept routes stay); the caller counts the result once
+    it committed. With the `trace` of the version's event the inbox delivery is timed: for
+    each team the directory routes it to when this version was just `stored` (new or
+    updated, each inbox shows it now), else (routed later) for each team new to it.
 
     An alert without any team, not even a fallback, stays unrouted: logged (unless the
     caller reports it), and routed by `route_unrouted` once the directory has a team for it.
@@ -97,7 +131,7 @@ async def route_alert(
                 municipality=alert["municipality_code"],
                 purpose=alert["purpose"],
             )
-        return []
+        return Routing(alert["municipality_code"], (), 0, trace)
     rows = [{"alert_id": alert["alert_id"], "team_id": r.team_id, "via": r.via} for r in routes]
     added = (
         await session.execute(
@@ -107,18 +141,12 @@ async def route_alert(
             .returning(AlertRoute.team_id, AlertRoute.via)
         )
     ).all()
-    for _, via in added:
-        metrics.ALERTS_ROUTED.labels(via).inc()
-        if via == "fallback":
-            metrics.ALERTS_FALLBACK.labels(alert["municipality_code"]).inc()
-        metrics.DELIVERIES.labels("inbox", "delivered").inc()
-    seconds = trace.seconds_since_accepted()
-    if seconds is not None:
-        for _ in added:
-            metrics.EVENT_TO_DELIVERY.labels("inbox").observe(seconds)
-    if added:
-        log.info("alert.routed", teams=len(added), channel="inbox")
-    return [team_id for team_id, _ in added]
+    return Routing(
+        alert["municipality_code"],
+        tuple((team_id, via) for team_id, via in added),
+        len(routes) if stored else len(added),
+        trace,
+    )
 
 
 async def queue_notices(
@@ -184,10 +212,11 @@ async def start_known_series(session: AsyncSession) -> None:
         metrics.EVENT_TO_ALERT.labels(rule)
 
 
-async def route_unrouted(session: AsyncSession) -> int:
+async def route_unrouted(session: AsyncSession) -> list[Routing]:
     """Routes alerts that no active team has: stored before the directory had their team,
     or left behind by a team that was disabled. Open ones get their `raised` notice.
-    Returns how many were routed, and sets the gauge of open ones that still have no team."""
+    Returns the routings, for the caller to count once it committed, and sets the gauge of
+    open ones that still have no team."""
     with_active_team = (
         select(AlertRoute.alert_id)
         .join(Team, Team.team_id == AlertRoute.team_id)
@@ -212,6 +241,7 @@ async def route_unrouted(session: AsyncSession) -> int:
     )
     teams = await active_teams(session) if unrouted else []
     routed = []
+    routings = []
     for alert in unrouted:
         values = {
             "alert_id": alert.alert_id,
@@ -222,8 +252,9 @@ async def route_unrouted(session: AsyncSession) -> int:
         trace = Trace(
             alert.correlation_id, alert.accepted_at.timestamp() if alert.accepted_at else None
         )
-        with bound_contextvars(correlation_id=alert.correlation_id):
-            added = await route_alert(session, teams, values, report=False, trace=trace)
+        routing = await route_alert(session, teams, values, report=False, trace=trace, stored=False)
+        routings.append(routing)
+        added = routing.new_teams
         if added and alert.status != "closed":
             routed.append(alert)
             # The new teams hear of it as new, and of its deadline if that passed already.
@@ -238,7 +269,7 @@ async def route_unrouted(session: AsyncSession) -> int:
     if remaining:  # closed ones without a team only lack a reader for their history
         # One line a round, not one per alert: the directory lacks a team (or a fallback).
         log.error("alerts.unrouted", count=remaining)
-    return len(routed)
+    return routings
 
 
 class Dispatcher:

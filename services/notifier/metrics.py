@@ -4,9 +4,10 @@
 acceptance time ingest put on the event (Kafka header `hub-accepted-at`, carried by the
 matcher onto the alert): `hub_event_to_alert_seconds` ends when the alert version that event
 produced is committed to PostgreSQL, `hub_event_to_delivery_seconds` when its notice is
-delivered (inbox: routed to the team in that same transaction; webhook and e-mail: when the
-outbox marks it delivered). Only `raised` and `updated` notices of the version the event
-produced are observed: an `overdue` notice is no consequence of an event.
+delivered (inbox: that same commit, once per team the version is routed to, new or updated;
+webhook and e-mail: when the outbox marks it delivered). Only `raised` and `updated` notices
+of the version the event produced are observed: an `overdue` notice is no consequence of an
+event. What a transaction counts is counted once it committed, never by a retried attempt.
 """
 
 from __future__ import annotations
