@@ -35,6 +35,7 @@ from services.shared.events import (
 from services.shared.logging import get_logger
 from services.shared.outcomes import OUTCOMES
 from services.shared.topics import (
+    DEADLETTER_HEADERS,
     HOUSEHOLDS_TABLE,
     alert_outcomes_topic,
     alerts_topic,
@@ -119,12 +120,13 @@ def create_app(settings: MatcherSettings) -> faust.App:
             partition=message.partition,
             offset=message.offset,
         )
+        # The record's own headers stay (its trace): a replay sends it on with them.
+        own = [(k, v) for k, v in event.headers.items() if k not in DEADLETTER_HEADERS]
         await deadletters.send(
             key=message.key,
             value=message.value,
-            headers=dict(
-                deadletter_headers(reason, detail, message.topic, message.partition, message.offset)
-            ),
+            headers=own
+            + deadletter_headers(reason, detail, message.topic, message.partition, message.offset),
         )
 
     async def handle(event: faust.EventT[Any]) -> None:

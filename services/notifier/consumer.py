@@ -27,7 +27,12 @@ from services.shared.correlation import Trace, read_trace
 from services.shared.errors import DecodeError
 from services.shared.events import ALERT_SCHEMA_NAME
 from services.shared.logging import get_logger
-from services.shared.topics import alerts_topic, deadletter_headers, deadletter_topic
+from services.shared.topics import (
+    DEADLETTER_HEADERS,
+    alerts_topic,
+    deadletter_headers,
+    deadletter_topic,
+)
 
 log = get_logger("hub.notifier")
 
@@ -169,7 +174,9 @@ class AlertConsumer:
             deadletter_topic(self._settings),
             record.value,
             key=record.key,
-            headers=deadletter_headers(
+            # The record's own headers stay (its trace): a replay sends it on with them.
+            headers=[(k, v) for k, v in record.headers if k not in DEADLETTER_HEADERS]
+            + deadletter_headers(
                 "undecodable", detail, record.topic, record.partition, record.offset
             ),
         )

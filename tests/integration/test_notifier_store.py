@@ -28,6 +28,7 @@ from services.shared.correlation import ACCEPTED_AT_HEADER, CORRELATION_HEADER
 from services.shared.db.migrate import upgrade
 from services.shared.db.models import Team
 from services.shared.events import ALERT_SCHEMA_NAME
+from services.shared.topics import deadletter_topic
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +216,23 @@ async def test_a_batch_whose_first_commit_fails_counts_each_version_once(
     # An updated version is in each team's inbox too: timed, no new route.
     assert await store(updated, "update-2") == {"stored": 1, "to_alert": 1, "to_inbox": teams}
     assert await store(raised, "replayed-1") == {"stale": 1}
+
+
+async def test_an_undecodable_alert_is_dead_lettered_with_its_own_headers(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """`hub deadletter replay` sends the record on with its own headers: its trace stays."""
+    producer = SentRecords()
+    alerts = consumer(sessions, producer)
+    own = [*traced("undecodable-1"), ("hub-partner", b"woningcorporatie-01")]
+    try:
+        await alerts._store([record(b"\x00not avro", own, offset=7)])
+    finally:
+        await alerts._consumer.stop()
+    (sent,) = producer.sent
+    assert sent["topic"] == deadletter_topic(alerts._settings)
+    assert sent["value"] == b"\x00not avro"
+    headers = dict(sent["headers"])
+    assert {k: headers[k] for k, _ in own} == dict(own)
+    assert headers["hub-reason"] == b"undecodable"
+    assert headers["hub-source-offset"] == b"7"

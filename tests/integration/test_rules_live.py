@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
 from services.shared.avro import AvroCodec
+from services.shared.correlation import CORRELATION_HEADER
 from services.shared.events import ALERT_OUTCOME_SCHEMA_NAME, EventType
 from services.shared.region import AMSTERDAM
 from services.shared.topics import alert_outcomes_topic, deadletter_topic, source_topic
@@ -177,6 +178,7 @@ async def _dead_letters(hub: Hub) -> list[tuple[dict[str, bytes], bytes]]:
 def test_an_event_from_the_future_is_refused_by_ingest_and_dead_lettered_by_the_matcher(
     hub: Hub,
 ) -> None:
+    """Dead-lettered with its own headers too, so a replayed event keeps its trace."""
     in_a_month = (dt.datetime.now(AMSTERDAM) + dt.timedelta(days=30)).date()
     body = debt_signal(new_address(), in_a_month.isoformat(), crisis=True, crisis_kind="EVICTION")
     refused = hub.post("debt-signal", body, "key-huur")
@@ -191,6 +193,7 @@ def test_an_event_from_the_future_is_refused_by_ingest_and_dead_lettered_by_the_
     settings = hub.stack.hub_settings
     codec = AvroCodec(settings.schemas_dir)
     household = f"hh1-future-{uuid.uuid4().hex}"
+    correlation_id = f"future-{uuid.uuid4().hex}"
     record = {
         "event_id": str(uuid.uuid4()),
         "partner_id": "woningcorporatie-01",
@@ -220,6 +223,7 @@ def test_an_event_from_the_future_is_refused_by_ingest_and_dead_lettered_by_the_
                 source_topic(settings, EventType.DEBT_SIGNAL),
                 codec.encode("nl.twente.hub.events.DebtSignal", record),
                 key=household.encode(),
+                headers=[(CORRELATION_HEADER, correlation_id.encode())],
             )
         finally:
             await producer.stop()
@@ -239,5 +243,7 @@ def test_an_event_from_the_future_is_refused_by_ingest_and_dead_lettered_by_the_
         r"event date lies (30|31) days after the day it was received \(tolerance 1\)",
         headers["hub-detail"],
     )
+    # The record's own headers stay: a replay keeps its correlation id.
+    assert headers[CORRELATION_HEADER] == correlation_id
     # Not counted: a crisis signal would have raised an alert.
     assert hub.query("select count(*) from alerts where household_id = :h", h=household) == [(0,)]
