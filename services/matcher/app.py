@@ -275,6 +275,7 @@ def create_app(settings: MatcherSettings) -> faust.App:
                 # commits only what was processed) so this event is read again after the fix.
                 log.exception(
                     "matcher.crashed",
+                    correlation_id=read_trace(event.headers).correlation_id,
                     topic=event.message.topic,
                     partition=event.message.partition,
                     offset=event.message.offset,

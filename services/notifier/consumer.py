@@ -165,6 +165,7 @@ class AlertConsumer:
         metrics.DEADLETTERED.labels("undecodable").inc()
         log.warning(
             "alert.deadlettered",
+            correlation_id=read_trace(record.headers).correlation_id,
             detail=detail,
             topic=record.topic,
             partition=record.partition,

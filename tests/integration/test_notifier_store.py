@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from structlog.testing import capture_logs
 
 from services.cli.stack import create_database
 from services.matcher.engine import Engine, Household
@@ -206,7 +207,7 @@ async def test_a_batch_whose_first_commit_fails_counts_each_version_once(
         return moved(before)
 
     teams = len(TEAMS)
-    assert await store(raised, "raise-1") == {
+    assert await store(raised, uuid.uuid4().hex) == {
         "stored": 1,
         "to_alert": 1,
         "to_inbox": teams,
@@ -214,8 +215,8 @@ async def test_a_batch_whose_first_commit_fails_counts_each_version_once(
         "routed": teams,
     }
     # An updated version is in each team's inbox too: timed, no new route.
-    assert await store(updated, "update-2") == {"stored": 1, "to_alert": 1, "to_inbox": teams}
-    assert await store(raised, "replayed-1") == {"stale": 1}
+    assert await store(updated, uuid.uuid4().hex) == {"stored": 1, "to_alert": 1, "to_inbox": teams}
+    assert await store(raised, uuid.uuid4().hex) == {"stale": 1}
 
 
 async def test_an_undecodable_alert_is_dead_lettered_with_its_own_headers(
@@ -224,11 +225,15 @@ async def test_an_undecodable_alert_is_dead_lettered_with_its_own_headers(
     """`hub deadletter replay` sends the record on with its own headers: its trace stays."""
     producer = SentRecords()
     alerts = consumer(sessions, producer)
-    own = [*traced("undecodable-1"), ("hub-partner", b"woningcorporatie-01")]
+    correlation_id = uuid.uuid4().hex
+    own = [*traced(correlation_id), ("hub-partner", b"woningcorporatie-01")]
     try:
-        await alerts._store([record(b"\x00not avro", own, offset=7)])
+        with capture_logs() as logs:
+            await alerts._store([record(b"\x00not avro", own, offset=7)])
     finally:
         await alerts._consumer.stop()
+    (logged,) = (line for line in logs if line["event"] == "alert.deadlettered")
+    assert logged["correlation_id"] == correlation_id
     (sent,) = producer.sent
     assert sent["topic"] == deadletter_topic(alerts._settings)
     assert sent["value"] == b"\x00not avro"
