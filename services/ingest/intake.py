@@ -173,14 +173,15 @@ class Intake:
         correlation: str | Sequence[str],
     ) -> list[Outcome]:
         """One outcome per event, in order. Raises only when Kafka or PostgreSQL fails; then
-        whatever was not published is published by the partner's retry.
+        whatever was not published is published by the partner's retry, and nothing is
+        counted: the events are counted (offered with their outcome) only once their outcome
+        is stored, so a retry counts them once and offered = accepted + duplicate + rejected.
 
         `correlation` is the correlation id of every event, or one per event (Kafka intake);
         it goes on each published record with the time of acceptance (services.shared.
         correlation)."""
         ids = [correlation] * len(events) if isinstance(correlation, str) else list(correlation)
         assert len(ids) == len(events), "one correlation id per event"
-        count_offered(event_type, partner, channel, len(events))
         outcomes: list[Outcome | None] = [None] * len(events)
         candidates: dict[str, _Candidate] = {}
         repeats: list[tuple[int, _Candidate]] = []
@@ -221,6 +222,7 @@ class Intake:
 
         done = [o for o in outcomes if o is not None]
         assert len(done) == len(events), "every event gets an outcome"
+        count_offered(event_type, partner, channel, len(events))
         for outcome in done:
             if isinstance(outcome, Refused):
                 metrics.EVENTS_REJECTED.labels(event_type.value, outcome.reason, channel).inc()

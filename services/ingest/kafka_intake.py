@@ -7,6 +7,12 @@ the intake dead-letter topic, its reason in the headers (`hub-reason`, `hub-deta
 `hub-source-topic`, `hub-source-partition`, `hub-source-offset`), and the stream goes on.
 Offsets are committed after a batch is admitted or dead-lettered, so a crash re-reads the
 batch; the repeats are recognised by their partner_event_id and not published twice.
+
+When Kafka or PostgreSQL fails, the step that failed is retried (a partner's lookup, one
+partner's admission, one dead letter), not the whole batch: a retried batch would answer its
+events published by the first attempt as duplicates and send and count their letters again.
+Each step counts what it did once it succeeded: `Intake.admit` its events, a dead letter
+once it is on the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -24,7 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.contextvars import bound_contextvars
 
 from services.ingest import metrics
-from services.ingest.intake import Intake, Problem, Refused, count_invalid, count_offered
+from services.ingest.intake import (
+    Intake,
+    Outcome,
+    Problem,
+    Refused,
+    count_invalid,
+    count_offered,
+)
 from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.registry import RegisteredPartner, active_partner
 from services.ingest.settings import IngestSettings
@@ -44,6 +57,8 @@ from services.shared.topics import (
 log = get_logger("hub.ingest.kafka")
 PARTNER_HEADER = "hub-partner"
 _TRANSIENT = (KafkaError, OperationalError, DBAPIError, OSError)
+#: Kafka or PostgreSQL away for a while: each step waits for them, up to two minutes.
+_retried = stamina.retry(on=_TRANSIENT, attempts=10, timeout=120)
 #: The intake record each topic takes: the source schema's name in the intake namespace.
 _INTAKE_SCHEMA = {
     t: f"nl.twente.hub.intake.{FAMILIES[t].schema_name.rsplit('.', 1)[1]}Intake" for t in EventType
@@ -107,7 +122,6 @@ class KafkaIntake:
                 await self._handle(self._types[partition.topic], records)
                 await self._consumer.commit({partition: records[-1].offset + 1})
 
-    @stamina.retry(on=_TRANSIENT, attempts=10, timeout=120)
     async def _handle(
         self, event_type: EventType, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
@@ -123,8 +137,7 @@ class KafkaIntake:
             cid = correlation_id_or_new(headers.get(CORRELATION_HEADER))
             partner_id = headers.get(PARTNER_HEADER, b"").decode(errors="replace")
             if partner_id not in partners:
-                async with self._sessions() as session:
-                    partners[partner_id] = await active_partner(session, partner_id)
+                partners[partner_id] = await self._partner(partner_id)
             if partners[partner_id] is None:
                 # No event offered: nobody we know offered it (services.ingest.metrics).
                 letters.append(
@@ -148,11 +161,10 @@ class KafkaIntake:
         for partner_id, admitted in groups.items():
             partner = partners[partner_id]
             assert partner is not None
-            outcomes = await self._intake.admit(
+            outcomes = await self._admit(
                 event_type,
                 partner,
                 [event for _, _, event in admitted],
-                "kafka",
                 [cid for _, cid, _ in admitted],
             )
             letters.extend(
@@ -161,6 +173,7 @@ class KafkaIntake:
                 if isinstance(outcome, Refused)
             )
         for letter in letters:
+            await self._dead_letter(letter)
             # Refused before admission: admit counted the others as offered and rejected.
             known = partners.get(
                 dict(letter.record.headers).get(PARTNER_HEADER, b"").decode(errors="replace")
@@ -170,20 +183,28 @@ class KafkaIntake:
                 metrics.EVENTS_REJECTED.labels(event_type.value, "undecodable", "kafka").inc()
             elif letter.reason == "invalid" and known is not None:
                 count_invalid(event_type, known, "kafka")
-            await self._dead_letter(letter)
 
+    @_retried
+    async def _partner(self, partner_id: str) -> RegisteredPartner | None:
+        async with self._sessions() as session:
+            return await active_partner(session, partner_id)
+
+    @_retried
+    async def _admit(
+        self,
+        event_type: EventType,
+        partner: RegisteredPartner,
+        events: list[PartnerEvent],
+        correlation_ids: list[str],
+    ) -> list[Outcome]:
+        # A failed admission counted nothing; what it published is published again and
+        # counted once now (its receipts were not yet marked published).
+        return await self._intake.admit(event_type, partner, events, "kafka", correlation_ids)
+
+    @_retried
     async def _dead_letter(self, letter: _Letter) -> None:
+        """Sends the letter, then counts and logs it: a failed send counts nothing."""
         record = letter.record
-        metrics.DEADLETTERED.labels(letter.reason).inc()
-        with bound_contextvars(correlation_id=letter.correlation_id):
-            log.warning(
-                "intake.deadlettered",
-                reason=letter.reason,
-                detail=letter.detail,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
         kept = [(k, v) for k, v in record.headers if k not in DEADLETTER_HEADERS]
         await self._producer.send_and_wait(
             intake_deadletter_topic(self._settings),
@@ -194,6 +215,16 @@ class KafkaIntake:
                 letter.reason, letter.detail, record.topic, record.partition, record.offset
             ),
         )
+        metrics.DEADLETTERED.labels(letter.reason).inc()
+        with bound_contextvars(correlation_id=letter.correlation_id):
+            log.warning(
+                "intake.deadlettered",
+                reason=letter.reason,
+                detail=letter.detail,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
 
 
 def _detail(problems: tuple[Problem, ...] | list[Problem]) -> str:

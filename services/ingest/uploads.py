@@ -285,7 +285,6 @@ class Uploads:
                 accepted += 1
         rejected = len(rows) - accepted - duplicate
         invalid = rejected - sum(1 for o in outcomes if isinstance(o, Refused))
-        count_invalid(event_type, partner, "upload", invalid)
         async with self._sessions() as session, session.begin():
             if problems:
                 await session.execute(
@@ -311,6 +310,8 @@ class Uploads:
                     updated_at=dt.datetime.now(dt.UTC),
                 )
             )
+        # Counted once their problems are stored, as `Intake.admit` counts the others.
+        count_invalid(event_type, partner, "upload", invalid)
 
     async def _finish(self, upload_id: str, status: str, failure: str | None) -> None:
         async with self._sessions() as session, session.begin():
