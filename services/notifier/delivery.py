@@ -159,15 +159,24 @@ async def queue_notices(
 ) -> int:
     """Queues `notice` of each (alert id, version) for every active channel of the alert's
     teams (or of `teams` only, or all but `except_teams`) that wants it; a notice queued
-    before is not queued again. Returns how many."""
+    before is not queued again. Returns how many.
+
+    Each notice keeps the correlation id of its version's event: the alert row holds it
+    while that version is its newest, as when the version is stored or escalated."""
     versions = dict(alerts)
     if not versions or (teams is not None and not teams):
         return 0
     targets = (
         await session.execute(
             select(
-                AlertRoute.alert_id, TeamChannel.team_id, TeamChannel.channel_id, TeamChannel.kind
+                AlertRoute.alert_id,
+                TeamChannel.team_id,
+                TeamChannel.channel_id,
+                TeamChannel.kind,
+                Alert.version,
+                Alert.correlation_id,
             )
+            .join(Alert, Alert.alert_id == AlertRoute.alert_id)
             .join(TeamChannel, TeamChannel.team_id == AlertRoute.team_id)
             .join(Team, Team.team_id == TeamChannel.team_id)
             .where(
@@ -187,12 +196,13 @@ async def queue_notices(
             "idempotency_key": idempotency_key(alert_id, versions[alert_id], notice, channel_id),
             "alert_id": alert_id,
             "alert_version": versions[alert_id],
+            "correlation_id": correlation_id if version == versions[alert_id] else None,
             "notice": notice,
             "team_id": team_id,
             "channel_id": channel_id,
             "channel_kind": kind,
         }
-        for alert_id, team_id, channel_id, kind in targets
+        for alert_id, team_id, channel_id, kind, version, correlation_id in targets
     ]
     queued = await session.execute(
         insert(Delivery).values(rows).on_conflict_do_nothing().returning(Delivery.channel_kind)
@@ -406,8 +416,12 @@ class Dispatcher:
             team = await session.get(Team, delivery.team_id)
         if alert is None or channel is None or team is None:
             return False  # erased meanwhile: the cascade takes the delivery too
-        # The correlation id of the event behind the alert's newest version.
-        with bound_contextvars(correlation_id=alert.correlation_id):
+        # The correlation id of the event behind the version this is a notice of; a delivery
+        # queued before 0011 has none: then the alert's, when that is still its version.
+        correlation_id = delivery.correlation_id
+        if correlation_id is None and delivery.alert_version == alert.version:
+            correlation_id = alert.correlation_id
+        with bound_contextvars(correlation_id=correlation_id):
             return await self._deliver_notice(lease, delivery, alert, channel, team)
 
     async def _deliver_notice(

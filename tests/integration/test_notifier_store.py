@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from structlog.testing import capture_logs
@@ -27,7 +27,7 @@ from services.shared.avro import AvroCodec
 from services.shared.config import DatabaseSettings
 from services.shared.correlation import ACCEPTED_AT_HEADER, CORRELATION_HEADER
 from services.shared.db.migrate import upgrade
-from services.shared.db.models import Team
+from services.shared.db.models import Delivery, Team, TeamChannel
 from services.shared.events import ALERT_SCHEMA_NAME
 from services.shared.topics import deadletter_topic
 
@@ -56,6 +56,16 @@ def store_database(database_url: str) -> Iterator[str]:
                         municipalities=[MUNICIPALITY],
                     )
                     for team_id in TEAMS
+                )
+                await session.flush()
+                # Never sent: nothing dispatches in these tests.
+                session.add(
+                    TeamChannel(
+                        team_id=TEAMS[0],
+                        kind="webhook",
+                        target="https://team.invalid/hook",
+                        notices=["raised", "updated"],
+                    )
                 )
         finally:
             await engine.dispose()
@@ -241,3 +251,28 @@ async def test_an_undecodable_alert_is_dead_lettered_with_its_own_headers(
     assert {k: headers[k] for k, _ in own} == dict(own)
     assert headers["hub-reason"] == b"undecodable"
     assert headers["hub-source-offset"] == b"7"
+
+
+async def test_each_notice_keeps_the_correlation_id_of_its_own_version(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A notice of version 1 sent after version 2 arrived is logged under version 1's event."""
+    codec = AvroCodec(NotifierSettings().schemas_dir)
+    first, second = alert_versions()
+    ids = {1: uuid.uuid4().hex, 2: uuid.uuid4().hex}
+    alerts = consumer(sessions)
+    try:
+        for offset, alert in enumerate((first, second)):
+            value = codec.encode(ALERT_SCHEMA_NAME, alert)
+            await alerts._store([record(value, traced(ids[alert["version"]]), offset)])
+    finally:
+        await alerts._consumer.stop()
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Delivery.alert_version, Delivery.notice, Delivery.correlation_id)
+                .where(Delivery.alert_id == first["alert_id"])
+                .order_by(Delivery.alert_version)
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [(1, "raised", ids[1]), (2, "updated", ids[2])]

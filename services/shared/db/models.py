@@ -314,6 +314,8 @@ class Delivery(Base):
         ForeignKey("alerts.alert_id", ondelete="CASCADE"), index=True
     )
     alert_version: Mapped[int] = mapped_column(Integer)
+    #: Of the event behind that version (the alert keeps only its newest version's).
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
     notice: Mapped[str] = mapped_column(String(16))
     team_id: Mapped[str] = mapped_column(String(64), index=True)
     channel_id: Mapped[int] = mapped_column(
