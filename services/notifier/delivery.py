@@ -212,14 +212,22 @@ async def queue_notices(
 
 async def start_known_series(session: AsyncSession) -> None:
     """Creates at 0 the series whose labels come from the directory and the stored alerts: a
-    give-up per team channel, the latency per rule seen. Prometheus sees an increase only of a
-    series it had seen before, so a team's first give-up would otherwise raise no alert."""
+    give-up per team channel; per rule and municipality of the stored alerts, stored and
+    overdue, and per rule, stale and the latency. Prometheus sees an increase only of a series
+    it had seen before, so a team's first give-up would otherwise raise no alert."""
     for kind, team_id in await session.execute(
         select(TeamChannel.kind, TeamChannel.team_id).distinct()
     ):
         metrics.DELIVERIES_GAVE_UP.labels(kind, team_id)
-    for rule in await session.scalars(select(Alert.rule_id).distinct()):
+    for rule, municipality in await session.execute(
+        select(Alert.rule_id, Alert.municipality_code).group_by(
+            Alert.rule_id, Alert.municipality_code
+        )
+    ):
         metrics.EVENT_TO_ALERT.labels(rule)
+        metrics.ALERTS_STALE.labels(rule)
+        metrics.ALERTS_STORED.labels(rule, municipality)
+        metrics.ALERTS_OVERDUE.labels(rule, municipality)
 
 
 async def route_unrouted(session: AsyncSession) -> list[Routing]:

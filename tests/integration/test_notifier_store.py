@@ -4,6 +4,7 @@ batch counts when its transaction is retried, and what a dead letter keeps."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from services.matcher.facts import Fact
 from services.matcher.ruleset import DEFAULT_RULES_FILE, load_ruleset
 from services.notifier import metrics
 from services.notifier.consumer import AlertConsumer
+from services.notifier.delivery import start_known_series
 from services.notifier.settings import NotifierSettings
 from services.shared.avro import AvroCodec
 from services.shared.config import DatabaseSettings
@@ -276,3 +278,30 @@ async def test_each_notice_keeps_the_correlation_id_of_its_own_version(
             )
         ).all()
     assert [tuple(r) for r in rows] == [(1, "raised", ids[1]), (2, "updated", ids[2])]
+
+
+async def test_the_sweep_starts_the_series_of_each_rule_and_municipality_stored(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """As after a restart: the series of alerts stored before exist at 0 once the sweep ran,
+    so the first increase after it is one Prometheus sees."""
+    codec = AvroCodec(NotifierSettings().schemas_dir)
+    alerts = consumer(sessions)
+    try:
+        await alerts._store([record(codec.encode(ALERT_SCHEMA_NAME, alert_versions()[0]), [])])
+    finally:
+        await alerts._consumer.stop()
+    where = {"rule": RULE, "municipality": MUNICIPALITY}
+    series = [
+        (metrics.ALERTS_STORED, "hub_notifier_alerts_stored_total", where),
+        (metrics.ALERTS_OVERDUE, "hub_alerts_overdue_total", where),
+        (metrics.ALERTS_STALE, "hub_notifier_alerts_stale_total", {"rule": RULE}),
+        (metrics.EVENT_TO_ALERT, "hub_event_to_alert_seconds_count", {"rule": RULE}),
+    ]
+    for metric, _, labels in series:
+        with contextlib.suppress(KeyError):  # not there yet
+            metric.remove(*labels.values())
+    async with sessions() as session:
+        await start_known_series(session)
+    for _, name, labels in series:
+        assert metrics.REGISTRY.get_sample_value(name, labels) == 0, name
