@@ -17,7 +17,9 @@ from typing import Annotated, Any, cast
 
 from cachetools import TTLCache
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.models import OpenAPI
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse_many
@@ -68,7 +70,6 @@ from services.shared.tokens import token_digest
 
 log = get_logger("hub.ingest")
 _bearer = HTTPBearer(auto_error=False)
-_TYPE_NAMES = frozenset(t.value for t in EventType)
 _REPLAYED = {"Idempotent-Replayed": "true"}
 _FORBIDDEN: dict[int | str, dict[str, Any]] = {
     403: {"description": "The partner may not publish this event type"}
@@ -206,12 +207,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _rejected(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Answer with field paths and messages only: pydantic's `input` would echo identity data.
-        segment = request.url.path.removeprefix("/v1/events/")
-        partner = getattr(request.state, "partner", None)
-        # One event; other routes read their bodies themselves. The partner is known: FastAPI
-        # refuses an unknown key (401) or a forbidden type (403) before it reads the body.
-        if segment in _TYPE_NAMES and partner is not None:
-            count_invalid(EventType(segment), partner, "http")
+        # No route takes its event body from FastAPI (they read it after authentication, and
+        # count what they refuse): this answers a bad query or header, which offers no event.
         problems = [
             FieldProblem(
                 # Broken JSON has a character position where a field would be.
@@ -305,6 +302,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
             app, event_type, lambda: runtime["now"].uploads, within_rate, sessions, settings
         )
 
+    app.openapi = _with_event_schemas(app)  # type: ignore[method-assign]
+
     @app.get(
         "/v1/uploads/{upload_id}",
         tags=["uploads"],
@@ -328,12 +327,11 @@ def create_app(settings: IngestSettings) -> FastAPI:
 
 
 def _permitted(event_type: EventType, partner_dep: Any) -> Any:
-    """A dependency: the partner, if it may publish `event_type`; else 403. FastAPI solves
-    dependencies before it validates the body, so a forbidden type is refused first, and
-    counts no event offered (services.ingest.metrics)."""
+    """A dependency: the partner, if it may publish `event_type`; else 403. The routes read
+    their bodies themselves, after this, so a forbidden type is refused first and counts no
+    event offered (services.ingest.metrics)."""
 
     async def permitted(
-        request: Request,
         partner: Annotated[RegisteredPartner, Depends(partner_dep)],
     ) -> RegisteredPartner:
         if event_type not in partner.event_types:
@@ -341,7 +339,6 @@ def _permitted(event_type: EventType, partner_dep: Any) -> Any:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"partner may not publish {event_type.value} events"
             )
-        request.state.partner = partner  # for the count of an event refused as invalid
         return partner
 
     return permitted
@@ -354,10 +351,18 @@ def _add_event_route(
 
     async def publish(
         request: Request,
-        body: model,  # type: ignore[valid-type]
         partner: Annotated[RegisteredPartner, Depends(_permitted(event_type, partner_dep))],
     ) -> JSONResponse:
-        event = cast(PartnerEvent, body)  # FastAPI validated it as this type's model
+        # Read here, not by FastAPI: it would parse the body before authenticating, answer
+        # broken JSON of an unknown key 422 instead of 401, and count it nowhere.
+        try:
+            event = model.model_validate(json.loads(await request.body()))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            count_invalid(event_type, partner, "http")
+            return _refuse(422, "body", "not JSON")
+        except ValidationError as exc:
+            count_invalid(event_type, partner, "http")
+            return JSONResponse(_errors(*problems_of(exc)), 422)
         (outcome,) = await intake().admit(
             event_type, partner, [event], "http", correlation_of(request)
         )
@@ -380,6 +385,7 @@ def _add_event_route(
             **_FORBIDDEN,
             409: {"model": Rejected, "description": "partner_event_id used for other content"},
         },
+        openapi_extra=_event_schema(event_type),
         name=f"publish_{event_type.name.lower()}",
         summary=f"Publish one {event_type.value} event",
         description="A repeat of an accepted event gets the same answer, with header "
@@ -428,8 +434,38 @@ async def _idempotent(
     return JSONResponse(answer.body, answer.status_code)
 
 
+_SCHEMA_REF = "#/components/schemas/{model}"
+
+
+def _with_event_schemas(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """`app.openapi` with the event models in the components: no route takes them as a body
+    parameter (they read their bodies themselves), so FastAPI would leave them out."""
+    generated = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generated()
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in MODELS.values():
+                schema = model.model_json_schema(ref_template=_SCHEMA_REF)
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            # Through FastAPI's model of the document, as it writes its own parts.
+            app.openapi_schema = jsonable_encoder(
+                OpenAPI(**document), by_alias=True, exclude_none=True
+            )
+        return app.openapi_schema
+
+    return openapi
+
+
+def _event_schema(event_type: EventType) -> dict[str, Any]:
+    ref = {"$ref": _SCHEMA_REF.format(model=MODELS[event_type].__name__)}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
 def _batch_schema(event_type: EventType, most: int) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{MODELS[event_type].__name__}"}
+    ref = {"$ref": _SCHEMA_REF.format(model=MODELS[event_type].__name__)}
     return {
         "requestBody": {
             "required": True,

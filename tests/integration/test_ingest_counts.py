@@ -4,6 +4,7 @@ what is on the source topic. And a 100,000-row file goes through in flat memory.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.fixtures import Hub, add_partner, debt_signal, new_address, published
+from tests.integration.fixtures import (
+    Hub,
+    add_partner,
+    debt_signal,
+    new_address,
+    published,
+    service_metric,
+)
 from tests.integration.test_ingest_ways import (
     csv_file,
     intake_record,
@@ -125,6 +133,52 @@ def test_on_every_way_in_offered_is_accepted_plus_rejected_and_accepted_is_publi
     assert set(on_topic) == accepted
 
 
+def test_one_event_is_authenticated_before_its_body_is_read_and_broken_json_is_counted(
+    hub: Hub,
+) -> None:
+    partner_id = f"zorg-{uuid.uuid4().hex[:8]}"
+    key = add_partner(hub, partner_id, "--type", "ZORG", "--event-type", "debt-signal")
+    url = f"{hub.stack.url('ingest')}/v1/events"
+
+    def send(event_type: str, body: bytes, api_key: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        return hub.client.post(f"{url}/{event_type}", content=body, headers=headers)
+
+    def offered() -> float:
+        labels = {"event_type": "debt-signal", "partner_type": "ZORG", "channel": "http"}
+        return service_metric(hub, "ingest", "hub_ingest_events_offered_total", **labels)
+
+    def invalid() -> float:
+        labels = {"event_type": "debt-signal", "reason": "invalid", "channel": "http"}
+        return service_metric(hub, "ingest", "hub_ingest_events_rejected_total", **labels)
+
+    before = counted(hub, "http"), offered(), invalid()
+    # Refused as a whole, before the body: no event offered.
+    stranger = send("debt-signal", b'{"broken', "no-such-key")
+    assert stranger.status_code == 401 and fields_of(stranger) == ["Authorization"]
+    forbidden = send("wvggz-report", b'{"broken', key)
+    assert forbidden.status_code == 403 and fields_of(forbidden) == ["event_type"]
+    assert (counted(hub, "http"), offered(), invalid()) == before
+
+    # Read and refused: offered and rejected as invalid, the field named.
+    broken = send("debt-signal", b'{"broken', key)
+    assert broken.status_code == 422 and fields_of(broken) == ["body"], broken.text
+    not_an_object = send("debt-signal", b"[1, 2]", key)
+    assert not_an_object.status_code == 422 and fields_of(not_an_object) == ["body"]
+    event = debt_signal(new_address(), DAY, creditor_type="ZORG")
+    event["address"]["postcode"] = "0000 XX"
+    wrong = send("debt-signal", json.dumps(event).encode(), key)
+    assert wrong.status_code == 422 and fields_of(wrong) == ["address.postcode"], wrong.text
+    assert "Canary" not in wrong.text
+    assert delta(counted(hub, "http"), before[0]) == {"accepted": 0, "duplicate": 0, "rejected": 3}
+    assert (offered() - before[1], invalid() - before[2]) == (3, 3)
+    assert published(hub, "debt-signal", partner_id) == []
+
+
+def fields_of(answer: httpx.Response) -> list[str]:
+    return [e["field"] for e in answer.json()["errors"]]
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -135,7 +189,8 @@ def peak_rss_mib(pid: int) -> float:
 def rows_file(n: int, broken_every: int) -> tuple[bytes, set[int]]:
     """A debt-signal file of n rows, each its own household; every `broken_every`-th row has
     a postcode that does not exist. Returns the file and the lines of the broken rows."""
-    run = uuid.uuid4().hex[:6]
+    # Not hex alone: "1234ab-5" would read as a postcode with a house number to the privacy scan.
+    run = f"run{uuid.uuid4().hex[:6]}"
     header = (
         "partner_event_id;resident.name;resident.birth_date;address.street;"
         "address.house_number;address.postcode;address.city;municipality_code;creditor_type;"
