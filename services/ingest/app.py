@@ -410,8 +410,9 @@ async def _idempotent(
     route: str,
     digest: bytes,
     work: Callable[[], Awaitable[idempotency.Stored]],
+    replayed: Callable[[idempotency.Stored], None] | None = None,
 ) -> JSONResponse:
-    """Runs `work` once per key; a repeat gets the stored answer."""
+    """Runs `work` once per key; a repeat gets the stored answer (`replayed` sees it first)."""
     if key is None:
         answer = await work()
         return JSONResponse(answer.body, answer.status_code)
@@ -421,6 +422,8 @@ async def _idempotent(
     except idempotency.KeyProblem as problem:
         return _refuse(problem.status_code, idempotency.HEADER, problem.message)
     if stored is not None:
+        if replayed is not None:
+            replayed(stored)
         return JSONResponse(stored.body, stored.status_code, headers=_REPLAYED)
     try:
         answer = await work()
@@ -601,12 +604,15 @@ def _add_upload_route(
 
         taken = False
 
-        async def work() -> idempotency.Stored:
-            nonlocal taken
-            upload_id = new_upload_id()
+        def traced_as(upload_id: str) -> None:
             # The upload's events and its answer carry the upload id as their correlation id.
             request.state.correlation_id = upload_id
             bind_contextvars(correlation_id=upload_id)  # the middleware's exit resets it
+
+        async def work() -> idempotency.Stored:
+            nonlocal taken
+            upload_id = new_upload_id()
+            traced_as(upload_id)
             await uploads().start(upload_id, event_type, partner, spool)
             taken = True
             body = {
@@ -619,7 +625,14 @@ def _add_upload_route(
         digest = hashlib.sha256(spool.sha256 + event_type.value.encode()).digest()
         try:
             return await _idempotent(
-                sessions, partner, key, f"upload:{event_type.value}", digest, work
+                sessions,
+                partner,
+                key,
+                f"upload:{event_type.value}",
+                digest,
+                work,
+                # A repeat is answered as the first: with the upload id its events carry.
+                replayed=lambda stored: traced_as(str(stored.body["upload_id"])),
             )
         finally:
             if not taken:  # a repeat, a refused key or a failure: no upload reads the spool

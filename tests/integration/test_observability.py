@@ -32,7 +32,7 @@ from tests.integration.fixtures import (
     start_stack,
     wait_for,
 )
-from tests.integration.test_ingest_ways import intake_record
+from tests.integration.test_ingest_ways import csv_file, intake_record
 
 pytestmark = pytest.mark.integration
 #: Recent: an event older than its retention would count for no alert.
@@ -269,6 +269,42 @@ def test_personal_data_sent_as_correlation_id_is_replaced_and_never_logged_or_pu
         for record in records(hub, topic):
             for canary in canaries:
                 assert all(canary.encode() not in v for _, v in record.headers), (topic, canary)
+
+
+def test_a_repeated_upload_is_answered_with_the_upload_id_its_events_carry(
+    traced_hub: Hub,
+) -> None:
+    hub = traced_hub
+    content = csv_file([debt_signal(new_address(), DAY)])
+    key = f"upload-{uuid.uuid4()}"
+
+    def upload() -> httpx.Response:
+        return hub.client.post(
+            hub.stack.url("ingest") + "/v1/uploads/debt-signal",
+            content=content,
+            headers={
+                "Authorization": "Bearer key-huur",
+                "Content-Type": "text/csv",
+                "Idempotency-Key": key,
+                HTTP_HEADER: str(uuid.uuid4()),  # each request an id of its own
+            },
+        )
+
+    first = upload()
+    assert first.status_code == 202, first.text
+    upload_id = first.json()["upload_id"]
+    assert first.headers[HTTP_HEADER] == upload_id
+    again = upload()
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["upload_id"] == upload_id
+    assert again.headers[HTTP_HEADER] == upload_id
+    topic = source_topic(hub.stack.hub_settings, EventType.DEBT_SIGNAL)
+    assert wait_for(
+        lambda: [
+            r for r in records(hub, topic) if headers_of(r).get(CORRELATION_HEADER) == upload_id
+        ],
+        "the upload's event on the source topic",
+    )
 
 
 def test_offered_is_accepted_plus_duplicate_plus_rejected_and_lag_is_exported(
