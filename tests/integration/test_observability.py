@@ -20,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli.peers import WebhookReceiver
 from services.cli.stack import TeamAccount
+from services.shared.avro import AvroCodec
+from services.shared.config import DEFAULT_SCHEMAS_DIR
 from services.shared.correlation import ACCEPTED_AT_HEADER, CORRELATION_HEADER, HTTP_HEADER
 from services.shared.events import EventType
 from services.shared.kafka import read_to_end
@@ -356,7 +358,7 @@ def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it
 ) -> None:
     hub = traced_hub
     settings = hub.stack.hub_settings
-    own, other = debt_signal(new_address(), DAY), debt_signal(new_address(), DAY)
+    own, other, bare = (debt_signal(new_address(), DAY) for _ in range(3))
     own_id = str(uuid.uuid4())
 
     async def send() -> None:
@@ -366,8 +368,9 @@ def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it
             topic = intake_topic(settings, EventType.DEBT_SIGNAL)
             partner = ("hub-partner", b"woningcorporatie-01")
             for event, headers in (
-                (own, [partner, (CORRELATION_HEADER, own_id.encode())]),
+                (own, [partner, (CORRELATION_HEADER, own_id.upper().encode())]),
                 (other, [partner, (CORRELATION_HEADER, "naïve".encode())]),
+                (bare, [partner]),
             ):
                 await producer.send_and_wait(topic, intake_record(event), headers=headers)
         finally:
@@ -375,14 +378,24 @@ def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it
 
     asyncio.run(send())
     topic = source_topic(settings, EventType.DEBT_SIGNAL)
+    codec = AvroCodec(DEFAULT_SCHEMAS_DIR)
+    sent = {e["partner_event_id"] for e in (own, other, bare)}
 
-    def published() -> list[str] | None:
-        found = [headers_of(r).get(CORRELATION_HEADER, "") for r in records(hub, topic)]
-        return found if own_id in found and len(found) >= 2 else None
+    def published() -> dict[str, list[str]] | None:
+        """Each of the three events' correlation ids on the source topic, once all are there."""
+        found: dict[str, list[str]] = {}
+        for record in records(hub, topic):
+            pid = codec.decode(record.value or b"")[1]["partner_event_id"]
+            if pid in sent:
+                found.setdefault(pid, []).append(headers_of(record).get(CORRELATION_HEADER, ""))
+        return found if set(found) == sent else None
 
-    ids = wait_for(published, "both intake records on the source topic")
-    assert ids.count(own_id) == 1
-    assert "naïve" not in ids and all(ids)
+    ids = wait_for(published, "the three intake records on the source topic")
+    assert ids[own["partner_event_id"]] == [own_id]  # its own, in lower case
+    for event in (other, bare):
+        (new,) = ids[event["partner_event_id"]]
+        assert re.fullmatch("[0-9a-f]{32}", new), new
+    assert ids[other["partner_event_id"]] != ids[bare["partner_event_id"]]
 
 
 def _exposed(hub: Hub, service: str, sample: str) -> bool:
