@@ -4,7 +4,8 @@ in clear to `<prefix>.intake.<type>.v1`, the partner id in the header `hub-partn
 Each record is decoded, checked against the partner registry and the HTTP model, and
 admitted through the same `Intake` as an HTTP event. A record that fails goes unchanged to
 the intake dead-letter topic, its reason in the headers (`hub-reason`, `hub-detail`,
-`hub-source-topic`, `hub-source-partition`, `hub-source-offset`), and the stream goes on.
+`hub-source-topic`, `hub-source-partition`, `hub-source-offset`) and its correlation id in
+`hub-correlation-id` (a new one in place of a missing or invalid one), and the stream goes on.
 Offsets are committed after a batch is admitted or dead-lettered, so a crash re-reads the
 batch; the repeats are recognised by their partner_event_id and not published twice.
 
@@ -205,15 +206,24 @@ class KafkaIntake:
     async def _dead_letter(self, letter: _Letter) -> None:
         """Sends the letter, then counts and logs it: a failed send counts nothing."""
         record = letter.record
-        kept = [(k, v) for k, v in record.headers if k not in DEADLETTER_HEADERS]
+        # The letter carries the record's correlation id, ours when it had no valid one, so
+        # the id of the log line finds it; a replay keeps it (it strips DEADLETTER_HEADERS).
+        kept = [
+            (k, v)
+            for k, v in record.headers
+            if k not in DEADLETTER_HEADERS and k != CORRELATION_HEADER
+        ]
         await self._producer.send_and_wait(
             intake_deadletter_topic(self._settings),
             record.value,
             key=record.key,
-            headers=kept
-            + deadletter_headers(
-                letter.reason, letter.detail, record.topic, record.partition, record.offset
-            ),
+            headers=[
+                *kept,
+                (CORRELATION_HEADER, letter.correlation_id.encode()),
+                *deadletter_headers(
+                    letter.reason, letter.detail, record.topic, record.partition, record.offset
+                ),
+            ],
         )
         metrics.DEADLETTERED.labels(letter.reason).inc()
         with bound_contextvars(correlation_id=letter.correlation_id):

@@ -25,7 +25,12 @@ from services.shared.config import DEFAULT_SCHEMAS_DIR
 from services.shared.correlation import ACCEPTED_AT_HEADER, CORRELATION_HEADER, HTTP_HEADER
 from services.shared.events import EventType
 from services.shared.kafka import read_to_end
-from services.shared.topics import alerts_topic, intake_topic, source_topic
+from services.shared.topics import (
+    alerts_topic,
+    intake_deadletter_topic,
+    intake_topic,
+    source_topic,
+)
 from tests.integration.fixtures import (
     Hub,
     debt_signal,
@@ -396,6 +401,40 @@ def test_a_kafka_intake_record_keeps_its_own_correlation_id_and_gets_one_when_it
         (new,) = ids[event["partner_event_id"]]
         assert re.fullmatch("[0-9a-f]{32}", new), new
     assert ids[other["partner_event_id"]] != ids[bare["partner_event_id"]]
+
+
+def test_a_dead_letter_carries_the_correlation_id_its_log_line_names(traced_hub: Hub) -> None:
+    hub = traced_hub
+    settings = hub.stack.hub_settings
+    broken = debt_signal(new_address(), DAY)
+    broken["address"]["postcode"] = "0000 XX"
+    value = intake_record(broken)
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=hub.stack.kafka)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                intake_topic(settings, EventType.DEBT_SIGNAL),
+                value,
+                headers=[
+                    ("hub-partner", b"woningcorporatie-01"),
+                    (CORRELATION_HEADER, b"jansen-1980-01-01"),
+                ],
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    (letter,) = wait_for(
+        lambda: [r for r in records(hub, intake_deadletter_topic(settings)) if r.value == value],
+        "the record's dead letter",
+    )
+    correlation_id = headers_of(letter)[CORRELATION_HEADER]
+    assert re.fullmatch("[0-9a-f]{32}", correlation_id), correlation_id
+    assert [k for k, _ in letter.headers].count(CORRELATION_HEADER) == 1  # the invalid one went
+    logged = log_lines(hub, "ingest", correlation_id)
+    assert [(e["event"], e["reason"]) for e in logged] == [("intake.deadlettered", "invalid")]
 
 
 def _exposed(hub: Hub, service: str, sample: str) -> bool:
