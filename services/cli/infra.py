@@ -34,6 +34,18 @@ KAFKA_LIBS = REPO_ROOT / "deploy" / "kafka" / "target" / "libs"
 KAFKA_LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.yaml"
 
 
+def end_process(process: subprocess.Popen[Any], grace_s: float = 20) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within `grace_s` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,13 +120,7 @@ class _Process:
             raise InfrastructureError(f"{what} exited with {self.process.returncode}:\n{tail}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import httpx
 
-from services.cli.infra import free_port
+from services.cli.infra import end_process, free_port
 from services.ingest.registry import PartnerSpec, ensure_partner
 from services.notifier.directory import TeamSpec, add_member, apply_team
 from services.shared.config import DatabaseSettings, HubSettings, VaultSettings
@@ -296,14 +296,8 @@ class HubStack:
 
     def stop(self, service: str) -> None:
         process = self._processes.pop(service, None)
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            end_process(process, 30)
 
     def stop_all(self) -> None:
         for service in reversed(SERVICES):

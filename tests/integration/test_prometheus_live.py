@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from services.cli.infra import free_port
+from services.cli.infra import end_process, free_port
 from services.cli.peers import WebhookReceiver
 from tests.integration.fixtures import UNCOVERED, Hub, wait_for
 from tests.integration.test_delivery import apply_teams, deliveries, twente_match, webhook_team
@@ -107,12 +107,7 @@ def prometheus(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
             wait_for(ready, "Prometheus to be ready", READY_S)
             yield Prometheus(url, client)
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, 30)
         log.close()
 
 
