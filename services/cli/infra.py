@@ -123,6 +123,18 @@ class _Process:
         end_process(self.process)
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id as Kafka's Uuid writes it (22 URL-safe base64 characters).
+
+    One in 64 of those starts with "-", which StorageTool's argument parser takes for an
+    option and refuses; Kafka's own Uuid.randomUuid skips them for that reason, so do we.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @contextmanager
 def apache_kafka(workdir: Path | None = None) -> Iterator[str]:
     """A single-node KRaft Apache Kafka broker on a free loopback port; yields host:port."""
@@ -171,7 +183,7 @@ def apache_kafka(workdir: Path | None = None) -> Iterator[str]:
             "--standalone",
             "--ignore-formatted",
             "-t",
-            base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+            _cluster_id(),
             "-c",
             str(config),
         ],
