@@ -24,6 +24,7 @@ HUB_JOBS = ("hub-ingest", "hub-matcher", "hub-notifier")
 ALERT_NAMES = (
     "HubServiceDown",
     "HubConsumerLagGrowing",
+    "HubConsumerStalled",
     "HubEventsNotProcessed",
     "HubDeliveriesGivingUp",
     "HubDeadLettersGrowing",
@@ -112,7 +113,7 @@ _MODIFIERS = re.compile(
 def operands(expr: str) -> list[str]:
     """The operands of `expr` joined at the top level by a comparison, `and`, `or` or
     `unless`, without number literals and without the operators' modifiers (`bool`,
-    `on (...)`, `group_left`): `a > 0 unless b > 0` -> [a, b]."""
+    `on (...)`, `group_left`): `a > 0 unless b > 0` -> [a, b]; `absent(x)` stands for x."""
     parts, depth, start, i = [], 0, 0, 0
     text = " ".join(expr.split())
     while i < len(text):
@@ -130,8 +131,17 @@ def operands(expr: str) -> list[str]:
             continue
         i += 1
     parts.append(text[start:])
-    cleaned = (_MODIFIERS.sub("", p.strip()).strip() for p in parts)
+    cleaned = (_absent_of(_MODIFIERS.sub("", p.strip()).strip()) for p in parts)
     return [p for p in cleaned if p and not _is_number(p)]
+
+
+_ABSENT = re.compile(r"^absent\((.*)\)$")
+
+
+def _absent_of(operand: str) -> str:
+    """`absent(x)` answers only while x has no data, so what must have data is x itself."""
+    match = _ABSENT.match(operand)
+    return match.group(1).strip() if match else operand
 
 
 def _is_number(text: str) -> bool:

@@ -1,4 +1,5 @@
-"""Keeps the `hub_kafka_consumer_lag` gauge current for every consumer group of the hub."""
+"""Keeps the `hub_kafka_consumer_lag` and `hub_kafka_consumer_position` gauges current for
+every consumer group of the hub."""
 
 from __future__ import annotations
 
@@ -13,20 +14,22 @@ log = get_logger("hub.ingest.lag")
 
 
 async def refresh_lag(settings: IngestSettings) -> int:
-    """Reads the lag once and sets the gauge; partitions no longer read are removed from it.
+    """Reads the lag once and sets the gauges; partitions no longer read are removed from them.
     Returns how many partitions were set."""
     lags = await consumer_lag(settings.kafka_bootstrap, hub_consumer_groups(settings))
-    seen = {(lag.group, lag.topic, str(lag.partition)): lag.lag for lag in lags}
-    # Sample names and labels of the gauge's series now, before any is replaced.
+    seen = {(lag.group, lag.topic, str(lag.partition)): lag for lag in lags}
+    # Sample the labels of the gauges' series now, before any is replaced.
     known = {
         (s.labels["group"], s.labels["topic"], s.labels["partition"])
         for family in metrics.CONSUMER_LAG.collect()
         for s in family.samples
     }
-    for labels, value in seen.items():
-        metrics.CONSUMER_LAG.labels(*labels).set(value)
+    for labels, lag in seen.items():
+        metrics.CONSUMER_LAG.labels(*labels).set(lag.lag)
+        metrics.CONSUMER_POSITION.labels(*labels).set(lag.done)
     for gone in known - seen.keys():
         metrics.CONSUMER_LAG.remove(*gone)
+        metrics.CONSUMER_POSITION.remove(*gone)
     return len(seen)
 
 

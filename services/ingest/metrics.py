@@ -72,6 +72,13 @@ CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
     registry=REGISTRY,
 )
+CONSUMER_POSITION = Gauge(
+    "hub_kafka_consumer_position",
+    "Offset up to which the consumer group has processed the partition (its committed offset, "
+    "or the oldest record kept where it committed none); it stands still while the group is stuck",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
 LAG_READ_FAILURES = Counter(
     "hub_kafka_consumer_lag_read_failures",
     "Rounds in which the consumer lag could not be read from Kafka (the gauge keeps its values)",

@@ -37,11 +37,15 @@ class PartitionLag:
     start: int
 
     @property
+    def done(self) -> int:
+        """The offset up to which the partition counts as processed by the group."""
+        # Below the start, retention deleted what the group never read: not work left.
+        return self.start if self.committed is None else max(self.committed, self.start)
+
+    @property
     def lag(self) -> int:
         """Records written that the group has not committed as processed."""
-        # Below the start, retention deleted what the group never read: not work left.
-        done = self.start if self.committed is None else max(self.committed, self.start)
-        return max(0, self.end - done)
+        return max(0, self.end - self.done)
 
 
 def hub_consumer_groups(settings: HubSettings) -> dict[str, list[str]]:

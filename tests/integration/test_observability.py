@@ -337,24 +337,26 @@ def test_offered_is_accepted_plus_duplicate_plus_rejected_and_lag_is_exported(
     assert service_metric(hub, "ingest", refused, reason="forbidden-type") >= 1
     assert service_metric(hub, "ingest", refused, reason="unauthenticated") >= 1
 
-    # Every hub group's lag is on ingest's /metrics, the matcher's and notifier's included.
+    # Every hub group's lag and position are on ingest's /metrics, the matcher's and
+    # notifier's included.
     settings = hub.stack.hub_settings
     matcher_topic = source_topic(settings, EventType.DEBT_SIGNAL)
+    gauges = {"hub_kafka_consumer_lag", "hub_kafka_consumer_position"}
 
-    def lag_series() -> set[str] | None:
+    def lag_series() -> set[tuple[str, str]] | None:
         text = httpx.get(f"{hub.stack.url('ingest')}/metrics").text
-        groups = {
-            s.labels["group"]
+        series = {
+            (f.name, s.labels["group"])
             for f in text_string_to_metric_families(text)
-            if f.name == "hub_kafka_consumer_lag"
+            if f.name in gauges
             for s in f.samples
             if s.labels["topic"] in {matcher_topic, alerts_topic(settings)}
         }
-        return groups if len(groups) == 2 else None
+        return series if len(series) == 4 else None
 
-    assert wait_for(lag_series, "the consumer lag of matcher and notifier") == {
-        settings.matcher_app_id,
-        f"{hub.stack.topic_prefix}-notifier",
+    groups = {settings.matcher_app_id, f"{hub.stack.topic_prefix}-notifier"}
+    assert wait_for(lag_series, "the consumer lag and position of matcher and notifier") == {
+        (gauge, group) for gauge in gauges for group in groups
     }
 
 

@@ -9,18 +9,19 @@ from services.shared.lag import PartitionLag, consumer_lag
 
 
 @pytest.mark.parametrize(
-    ("committed", "start", "end", "lag"),
+    ("committed", "start", "end", "done", "lag"),
     [
-        (50, 20, 100, 50),  # committed inside the log
-        (None, 20, 100, 80),  # never committed: reads from the oldest record kept
-        (5, 20, 100, 80),  # retention deleted records the group never read: not work left
-        (100, 20, 100, 0),  # caught up
+        (50, 20, 100, 50, 50),  # committed inside the log
+        (None, 20, 100, 20, 80),  # never committed: reads from the oldest record kept
+        (5, 20, 100, 20, 80),  # retention deleted records the group never read: not work left
+        (100, 20, 100, 100, 0),  # caught up
     ],
 )
 def test_lag_is_what_the_group_has_left_to_read(
-    committed: int | None, start: int, end: int, lag: int
+    committed: int | None, start: int, end: int, done: int, lag: int
 ) -> None:
-    assert PartitionLag("hub-matcher", "hub.debt-signal.v1", 0, committed, end, start).lag == lag
+    partition = PartitionLag("hub-matcher", "hub.debt-signal.v1", 0, committed, end, start)
+    assert (partition.done, partition.lag) == (done, lag)
 
 
 async def test_an_unreachable_kafka_is_a_kafka_error() -> None:

@@ -82,6 +82,7 @@ def test_the_exposed_names_are_the_ones_the_dashboards_use() -> None:
     notifier.ALERTS_STORED.labels("twente-match", "GM0153")
     notifier.EVENT_TO_ALERT.labels("twente-match")
     ingest.CONSUMER_LAG.labels("hub-matcher", "hub.debt-signal.v1", "0").set(0)
+    ingest.CONSUMER_POSITION.labels("hub-matcher", "hub.debt-signal.v1", "0").set(0)
     exposed = {
         s.name: set(s.labels)
         for module in SERVICES.values()
@@ -95,6 +96,7 @@ def test_the_exposed_names_are_the_ones_the_dashboards_use() -> None:
         "hub_ingest_events_rejected_total": {"event_type", "reason", "channel"},
         "hub_ingest_intake_deadlettered_total": {"reason"},
         "hub_kafka_consumer_lag": {"group", "topic", "partition"},
+        "hub_kafka_consumer_position": {"group", "topic", "partition"},
         "hub_matcher_events_processed_total": {"event_type"},
         "hub_matcher_events_deadlettered_total": {"reason"},
         "hub_alerts_raised_total": {"rule", "municipality"},

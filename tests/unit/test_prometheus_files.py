@@ -216,3 +216,4 @@ def test_an_alert_expression_splits_into_its_vector_operands() -> None:
     assert operands("a > 0 or on (x, y) b > 0") == ["a", "b"]
     assert operands("a / on (x) group_left (y) b") == ["a / on (x) group_left (y) b"]
     assert operands("a == ignoring (x) group_right c") == ["a", "c"]
+    assert operands('up{job="m"} == 0 or absent(up{job="m"})') == ['up{job="m"}', 'up{job="m"}']
