@@ -80,7 +80,7 @@ async def _letters(reasons: list[str] | None, partner: str | None) -> list[Lette
         await engine.dispose()
     letters = []
     async for record in read_to_end(settings.kafka_bootstrap, topics):
-        headers = {k: v.decode(errors="replace") for k, v in record.headers}
+        headers = {k: (v or b"").decode(errors="replace") for k, v in record.headers}
         letter = Letter(
             topic=record.topic,
             partition=record.partition,

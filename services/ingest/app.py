@@ -344,6 +344,19 @@ def _permitted(event_type: EventType, partner_dep: Any) -> Any:
     return permitted
 
 
+class NotJson(Exception):
+    """A body that is no JSON the hub reads."""
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    # Besides JSONDecodeError and UnicodeDecodeError (both ValueErrors): an integer of more
+    # than 4,300 digits (ValueError) and arrays nested deeper than the parser's stack.
+    except (ValueError, RecursionError) as exc:
+        raise NotJson from exc
+
+
 def _add_event_route(
     app: FastAPI, event_type: EventType, intake: Callable[[], Intake], partner_dep: Any
 ) -> None:
@@ -356,10 +369,12 @@ def _add_event_route(
         # Read here, not by FastAPI: it would parse the body before authenticating, answer
         # broken JSON of an unknown key 422 instead of 401, and count it nowhere.
         try:
-            event = model.model_validate(json.loads(await request.body()))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = _json_body(await request.body())
+        except NotJson:
             count_invalid(event_type, partner, "http")
             return _refuse(422, "body", "not JSON")
+        try:
+            event = model.model_validate(data)
         except ValidationError as exc:
             count_invalid(event_type, partner, "http")
             return JSONResponse(_errors(*problems_of(exc)), 422)
@@ -499,8 +514,8 @@ def _add_batch_route(
     ) -> JSONResponse:
         body = await request.body()
         try:
-            items = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            items = _json_body(body)
+        except NotJson:
             return _refuse(422, "body", "not JSON")
         if not isinstance(items, list) or not items:
             return _refuse(422, "body", "must be a JSON array of at least one event")

@@ -19,14 +19,16 @@ once it is on the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import stamina
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.contextvars import bound_contextvars
 
@@ -40,7 +42,7 @@ from services.ingest.intake import (
     count_offered,
 )
 from services.ingest.models import MODELS, PartnerEvent
-from services.ingest.registry import RegisteredPartner, active_partner
+from services.ingest.registry import PARTNER_ID_PATTERN, RegisteredPartner, active_partner
 from services.ingest.settings import IngestSettings
 from services.ingest.uploads import problems_of
 from services.shared.avro import AvroCodec
@@ -57,9 +59,19 @@ from services.shared.topics import (
 
 log = get_logger("hub.ingest.kafka")
 PARTNER_HEADER = "hub-partner"
-_TRANSIENT = (KafkaError, OperationalError, DBAPIError, OSError)
+_PARTNER_ID = re.compile(PARTNER_ID_PATTERN)
+
+
+def _transient(exc: Exception) -> bool:
+    """Kafka or PostgreSQL away or overloaded, which passes; not a statement PostgreSQL
+    refuses (a constraint, a value it cannot store), which fails again on every try."""
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+    return isinstance(exc, KafkaError | OSError)
+
+
 #: Kafka or PostgreSQL away for a while: each step waits for them, up to two minutes.
-_retried = stamina.retry(on=_TRANSIENT, attempts=10, timeout=120)
+_retried = stamina.retry(on=_transient, attempts=10, timeout=120)
 #: The intake record each topic takes: the source schema's name in the intake namespace.
 _INTAKE_SCHEMA = {
     t: f"nl.twente.hub.intake.{FAMILIES[t].schema_name.rsplit('.', 1)[1]}Intake" for t in EventType
@@ -121,7 +133,18 @@ class KafkaIntake:
             )
             for partition, records in batches.items():
                 await self._handle(self._types[partition.topic], records)
-                await self._consumer.commit({partition: records[-1].offset + 1})
+                try:
+                    await self._consumer.commit({partition: records[-1].offset + 1})
+                except CommitFailedError as exc:
+                    # The group rebalanced meanwhile (a replica came or went, or the steps
+                    # above waited out the poll interval): the partition's new owner reads
+                    # these records again and their receipts answer them as repeats.
+                    log.warning(
+                        "intake.commit_failed",
+                        topic=partition.topic,
+                        partition=partition.partition,
+                        error=str(exc)[:200],
+                    )
 
     async def _handle(
         self, event_type: EventType, records: list[ConsumerRecord[bytes, bytes]]
@@ -136,7 +159,7 @@ class KafkaIntake:
             headers = dict(record.headers)
             # The producer's own id when it gave a valid one; else one of ours per record.
             cid = correlation_id_or_new(headers.get(CORRELATION_HEADER))
-            partner_id = headers.get(PARTNER_HEADER, b"").decode(errors="replace")
+            partner_id = _partner_of(headers)
             if partner_id not in partners:
                 partners[partner_id] = await self._partner(partner_id)
             if partners[partner_id] is None:
@@ -176,9 +199,7 @@ class KafkaIntake:
         for letter in letters:
             await self._dead_letter(letter)
             # Refused before admission: admit counted the others as offered and rejected.
-            known = partners.get(
-                dict(letter.record.headers).get(PARTNER_HEADER, b"").decode(errors="replace")
-            )
+            known = partners.get(_partner_of(dict(letter.record.headers)))
             if letter.reason == "undecodable" and known is not None:
                 count_offered(event_type, known, "kafka")
                 metrics.EVENTS_REJECTED.labels(event_type.value, "undecodable", "kafka").inc()
@@ -187,6 +208,8 @@ class KafkaIntake:
 
     @_retried
     async def _partner(self, partner_id: str) -> RegisteredPartner | None:
+        if not _PARTNER_ID.fullmatch(partner_id):
+            return None
         async with self._sessions() as session:
             return await active_partner(session, partner_id)
 
@@ -235,6 +258,12 @@ class KafkaIntake:
                 partition=record.partition,
                 offset=record.offset,
             )
+
+
+def _partner_of(headers: Mapping[str, bytes | None]) -> str:
+    """The partner id the record's header gives, "" when it has none or none readable."""
+    value = headers.get(PARTNER_HEADER)
+    return "" if value is None else value.decode(errors="replace")
 
 
 def _detail(problems: tuple[Problem, ...] | list[Problem]) -> str:

@@ -37,12 +37,16 @@ ALLOWED_TYPES: Final[dict[str, frozenset[EventType]]] = {
 NO_BSN: Final = frozenset({"HUUR", "HYPOTHEEK", "ENERGIE", "WATER", "OVERIGE"})
 
 
+#: What a partner id looks like; an id of any other shape names no partner.
+PARTNER_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{0,63}$"
+
+
 class PartnerSpec(BaseModel):
     """A partner as `hub partners add` registers it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    partner_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    partner_id: str = Field(pattern=PARTNER_ID_PATTERN)
     name: str = Field(min_length=1, max_length=200)
     partner_type: str
     event_types: list[EventType] = Field(min_length=1)

@@ -1065,6 +1065,32 @@ def test_any_text_in_a_free_text_field_is_accepted_or_refused_naming_that_field(
         assert fields_of(answer.payload) == [path], answer.text
 
 
+#: Bodies that break the JSON parser itself rather than the schema.
+_UNPARSABLE = {
+    "nested deeper than the parser's stack": b"[" * 20_000 + b"]" * 20_000,
+    "an integer of 5,000 digits": b'{"amount_eur": ' + b"9" * 5000 + b"}",
+    "an integer of 5,000 digits in a batch": b'[{"amount_eur": ' + b"9" * 5000 + b"}]",
+    "no UTF-8": b'{"partner_event_id": "\xff\xfe"}',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["event", "batch"])
+@pytest.mark.parametrize("body", list(_UNPARSABLE.values()), ids=list(_UNPARSABLE))
+def test_a_body_the_json_parser_chokes_on_is_refused_naming_the_body(
+    hub: Hub, fuzz: Setup, body: bytes, batch: bool
+) -> None:
+    partner = fuzz.partners["debt-signal"]
+    url = f"{hub.stack.url('ingest')}/v1/events/debt-signal{'/batch' if batch else ''}"
+    response = hub.client.post(
+        url, content=body, headers={**partner.auth, "Content-Type": "application/json"}
+    )
+    answer = Answer.of(response)
+    LEDGER.answered("unparsable bodies", partner, batch, None, answer)
+    assert answer.status == 422, answer.text
+    assert fields_of(answer.payload) == ["body"], answer.text
+
+
 # --- 3. nothing is published that was not answered as accepted ----------------------------
 
 

@@ -308,6 +308,56 @@ def test_kafka_intake_forwards_valid_records_and_dead_letters_the_rest(hub: Hub)
     )
 
 
+def test_kafka_intake_dead_letters_records_with_an_unreadable_partner_header_and_goes_on(
+    hub: Hub,
+) -> None:
+    # A header without a value, one with NUL (which PostgreSQL cannot compare) and one that is
+    # no UTF-8 name no partner; the intake must not stop for them.
+    partner_id, _ = new_partner(hub)
+    after = signal()
+    odd_headers: list[list[tuple[str, bytes | None]]] = [
+        [("hub-partner", None)],
+        [("hub-partner", f"{partner_id}\x00".encode())],
+        [("hub-partner", b"\xff" + partner_id.encode())],
+    ]
+    topic = intake_topic(hub.stack.hub_settings, EventType.DEBT_SIGNAL)
+
+    async def send() -> set[int]:
+        producer = AIOKafkaProducer(bootstrap_servers=hub.stack.kafka)
+        await producer.start()
+        try:
+            offsets = set()
+            for headers in odd_headers:
+                sent = await producer.send_and_wait(
+                    topic, intake_record(signal()), headers=headers, partition=0
+                )
+                offsets.add(sent.offset)
+            await producer.send_and_wait(
+                topic, intake_record(after), headers=[("hub-partner", partner_id.encode())]
+            )
+            return offsets
+        finally:
+            await producer.stop()
+
+    offsets = asyncio.run(send())
+    published_after = wait_for(
+        lambda: published(hub, "debt-signal", partner_id) or None, "the record after them"
+    )
+    assert ids_of(published_after) == [after["partner_event_id"]]
+
+    def dead() -> list[dict[str, Any]] | None:
+        found = [
+            d
+            for d in letters(hub, "--reason", "unknown-partner")
+            if (d["source_topic"], d["source_partition"]) == (topic, 0)
+            and d["source_offset"] in offsets
+        ]
+        return found if len(found) == len(offsets) else None
+
+    for letter in wait_for(dead, "a letter for each odd header"):
+        assert letter["detail"] == "header hub-partner: no active partner"
+
+
 def test_retention_deletes_receipts_and_uploads_past_their_time(hub: Hub) -> None:
     partner_id, key = new_partner(hub)
     event = signal()
