@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -313,11 +314,16 @@ def create_app(settings: IngestSettings) -> FastAPI:
     async def upload_report(
         upload_id: str,
         partner: Annotated[RegisteredPartner, Depends(authenticated)],
-        after_line: Annotated[int, Query(ge=0, description="Problems after this line")] = 0,
+        after_line: Annotated[
+            int, Query(ge=0, le=_LAST_LINE, description="Problems after this line")
+        ] = 0,
         limit: Annotated[int, Query(ge=100, le=10_000, description="Most problems")] = 1000,
     ) -> JSONResponse:
-        report = await runtime["now"].uploads.report(
-            upload_id, partner.partner_id, after_line, limit
+        # Upload ids are UUIDs as new_upload_id writes them; anything else is none of them.
+        report = (
+            await runtime["now"].uploads.report(upload_id, partner.partner_id, after_line, limit)
+            if _is_upload_id(upload_id)
+            else None
         )
         if report is None:
             return _refuse(404, "upload_id", "no upload with this id from this partner")
@@ -342,6 +348,17 @@ def _permitted(event_type: EventType, partner_dep: Any) -> Any:
         return partner
 
     return permitted
+
+
+#: The last line number the uploads' report stores (a PostgreSQL integer).
+_LAST_LINE = 2**31 - 1
+
+
+def _is_upload_id(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 class NotJson(Exception):

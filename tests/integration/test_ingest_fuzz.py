@@ -936,6 +936,40 @@ def test_schemathesis_gets_no_5xx_and_every_refusal_names_its_field(
     answers()
 
 
+def test_schemathesis_gets_no_5xx_from_the_upload_report(
+    openapi: schemathesis.BaseSchema, session: requests.Session, fuzz: Setup
+) -> None:
+    partner = fuzz.partners["debt-signal"]
+    operation = openapi["/v1/uploads/{upload_id}"]["GET"]
+    cases = st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+    )
+
+    def refusals_name_their_fields(
+        ctx: schemathesis.CheckContext,
+        response: schemathesis.Response,
+        case: schemathesis.Case[Any],
+    ) -> bool:
+        if response.status_code >= 400:
+            assert fields_of(_json(response.content)), response.content[:300]
+        return True
+
+    @settings(FUZZ, max_examples=SCHEMATHESIS_EXAMPLES)
+    @given(case=cases)
+    # Past a PostgreSQL integer, and NUL, which PostgreSQL cannot compare.
+    @example(case=operation.Case(path_parameters={"upload_id": "x"}, query={"after_line": 2**31}))
+    @example(case=operation.Case(path_parameters={"upload_id": "\x00"}))
+    def answers(case: schemathesis.Case[Any]) -> None:
+        case.call_and_validate(
+            session=session,
+            headers=partner.auth,
+            checks=[not_a_server_error, refusals_name_their_fields],
+        )
+
+    answers()
+
+
 # --- 2. hypothesis: valid events, each broken in one known way ----------------------------
 
 
