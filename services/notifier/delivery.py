@@ -469,11 +469,13 @@ class Dispatcher:
             notice=delivery.notice,
             attempts=delivery.attempts,
         )
-        # Timed only for the notice the event caused (see services.notifier.metrics).
+        # Timed only for the notice the event caused (see services.notifier.metrics), on its
+        # own way out: a replay is an operator's resend, days later perhaps, not the event's.
         if (
             alert.accepted_at is not None
             and delivery.notice in ("raised", "updated")
             and delivery.alert_version == alert.version
+            and delivery.replayed_at is None
         ):
             seconds = (dt.datetime.now(dt.UTC) - alert.accepted_at).total_seconds()
             metrics.EVENT_TO_DELIVERY.labels(channel.kind).observe(max(0.0, seconds))

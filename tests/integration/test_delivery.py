@@ -178,12 +178,25 @@ def test_a_webhook_that_never_recovers_warns_the_operator_once_and_replay_resend
 
         # The receiver is repaired; the operator replays what it missed.
         broken.always_fail = False
+        timed = "hub_event_to_delivery_seconds_count"
+        timed_before = service_metric(hub, "notifier", timed, channel="webhook")
         done = hub.cli("deliveries", "replay", "--since", "2000-01-01", "--team", team, "--json")
         assert done.returncode == 0
         assert json.loads(done.stdout)["requeued"] == 2
         broken.wait_accepted(2)
-    assert sorted(e["data"]["alert_id"] for e in broken.accepted) == sorted(alerts)
-    assert {e["id"] for e in broken.accepted} == {r[4] for r in failed}  # the same keys
+        replayed = list(broken.accepted)
+        # A new alert's notice goes out after the replays (one delivery at a time per
+        # channel): it is timed, the replays, an operator's resend, are not.
+        later = twente_match(hub, wijk)
+        broken.wait_accepted(3)
+        wait_for(
+            lambda: service_metric(hub, "notifier", timed, channel="webhook") > timed_before,
+            "the new notice's delivery timed",
+        )
+        assert service_metric(hub, "notifier", timed, channel="webhook") == timed_before + 1
+    assert sorted(e["data"]["alert_id"] for e in replayed) == sorted(alerts)
+    assert {e["id"] for e in replayed} == {r[4] for r in failed}  # the same keys
+    assert broken.accepted[2]["data"]["alert_id"] == later
 
 
 def test_an_alert_no_team_covers_goes_to_the_fallback_team_and_is_counted(hub: Hub) -> None:
