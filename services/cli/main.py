@@ -16,7 +16,7 @@ from services.cli.privacy import privacy_app
 from services.cli.rules import backtest, export_app, rules_app
 from services.cli.teams import deliveries_app, teams_app
 from services.shared.config import DatabaseSettings, HubSettings
-from services.shared.logging import configure_logging
+from services.shared.logging import configure_logging, stdlib_logging_config
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -57,8 +57,15 @@ def run(service: Service) -> None:
         configure_logging(json=matcher_settings.log_json, level=matcher_settings.log_level)
         import faust
 
+        # Faust's worker sets up the standard library's logging itself: with ours, so its
+        # lines are structlog's too, and without its banner in a JSON log.
         worker = faust.Worker(
-            create_matcher(matcher_settings), loglevel=matcher_settings.log_level.lower()
+            create_matcher(matcher_settings),
+            loglevel=matcher_settings.log_level.lower(),
+            logging_config=stdlib_logging_config(
+                json=matcher_settings.log_json, level=matcher_settings.log_level
+            ),
+            quiet=matcher_settings.log_json,
         )
         worker.execute_from_commandline()
         return

@@ -87,7 +87,7 @@ def log_lines(hub: Hub, service: str, correlation_id: str) -> list[dict[str, Any
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line of a library that does not log through structlog
+            continue  # checked by the last test of this file
         if isinstance(entry, dict) and entry.get("correlation_id") == correlation_id:
             lines.append(entry)
     return lines
@@ -476,3 +476,22 @@ def test_a_restarted_notifier_starts_the_series_of_its_teams_and_rules_at_0(
         )
         == 0
     )
+
+
+def test_every_line_each_service_logged_is_a_json_object(traced_hub: Hub) -> None:
+    """Runs last in this file (file order): the lines of all the tests above, the notifier's
+    restart included. The libraries' own lines (Faust, aiokafka, uvicorn) are JSON too."""
+    for service in ("ingest", "matcher", "notifier"):
+        lines = traced_hub.stack.log_path(service).read_text(errors="replace").splitlines()
+        assert lines, service
+        loggers = set()
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"{service}.log line {number} is no JSON: {line[:200]}")
+            assert isinstance(entry, dict), (service, number, line[:200])
+            assert {"event", "level", "timestamp"} <= entry.keys(), (service, number, line[:200])
+            loggers.add(entry.get("logger"))
+        if service == "matcher":
+            assert "faust.worker" in loggers, "Faust's lines go through the hub's logging"
