@@ -103,10 +103,13 @@ def refused(reason: str, field: str, message: str) -> Refused:
 
 
 def content_digest(event_type: EventType, event: PartnerEvent) -> bytes:
-    """SHA-256 of the event as validated: tells a repeat from another event under its id."""
-    canonical = json.dumps(
-        [event_type.value, event.model_dump(mode="json")], sort_keys=True, separators=(",", ":")
-    )
+    """SHA-256 of the event as validated: tells a repeat from another event under its id.
+
+    Fields left at their defaults are left out, so an optional field added to a model later
+    (as `missed_payments` in debt-signal v2) does not make the repeat of an event received
+    before it a conflict."""
+    as_sent = event.model_dump(mode="json", exclude_defaults=True)
+    canonical = json.dumps([event_type.value, as_sent], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
 
 
