@@ -49,6 +49,7 @@ from services.ingest.models import MODELS, PartnerEvent
 from services.ingest.registry import ALLOWED_TYPES, RegisteredPartner, authenticate
 from services.ingest.settings import IngestSettings
 from services.ingest.uploads import (
+    LineTooLong,
     Spool,
     TooLarge,
     Uploads,
@@ -633,6 +634,9 @@ def _add_upload_route(
             return JSONResponse(
                 _errors(*(Problem(p.field, p.message) for p in refusal.problems)), 422
             )
+        except LineTooLong as too_long:
+            spool.discard()
+            return _refuse(422, "file", str(too_long))
 
         taken = False
 

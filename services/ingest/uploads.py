@@ -89,9 +89,11 @@ class Spool:
         return spool
 
     def lines(self) -> Iterator[bytes]:
-        """The file's lines as bytes, each with its line ending, decrypted frame by frame."""
+        """The file's lines as bytes, each with its line ending, decrypted frame by frame.
+        Raises LineTooLong at a line longer than MAX_LINE_BYTES: it is never held whole."""
         aead = AESGCM(self._key)
         rest = b""
+        number = 0  # lines yielded
         with self.path.open("rb") as spooled:
             counter = 0
             while header := spooled.read(_FRAME.size):
@@ -101,14 +103,35 @@ class Spool:
                 start = 0
                 data = rest + chunk
                 while (end := data.find(b"\n", start)) != -1:
+                    if end + 1 - start > MAX_LINE_BYTES:
+                        raise LineTooLong(number + 1)
                     yield data[start : end + 1]
+                    number += 1
                     start = end + 1
                 rest = data[start:]
+                if len(rest) > MAX_LINE_BYTES:
+                    raise LineTooLong(number + 1)
         if rest:
             yield rest
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+#: The longest line a file may have; csv reads a field of at most 128 KiB anyway. A file
+#: whose lines end in CR alone (old Mac) is one line to the hub, refused by this limit.
+MAX_LINE_BYTES = 2**20
+
+
+class LineTooLong(Exception):
+    """A line of the file runs on past MAX_LINE_BYTES without a line end."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(
+            f"line {line} is longer than {MAX_LINE_BYTES // 2**20} MiB without a line end; "
+            "lines must end in LF or CRLF"
+        )
+        self.line = line
 
 
 def new_upload_id() -> str:
@@ -212,6 +235,8 @@ class Uploads:
         except asyncio.CancelledError:
             status, failure = "interrupted", _INTERRUPTED
             raise
+        except LineTooLong as exc:  # the rows before it are in
+            failure = f"{exc}; the rows before it are in, send the file again once fixed"
         except Exception:  # Kafka or PostgreSQL failed mid-file: the upload says so
             log.exception("upload.failed", upload_id=upload_id, event_type=event_type.value)
         finally:
@@ -246,11 +271,17 @@ class Uploads:
         self, upload_id: str, event_type: EventType, partner: RegisteredPartner, spool: Spool
     ) -> None:
         chunk: list[CsvRow] = []
-        for row in CsvReader(event_type, spool.lines()):
-            chunk.append(row)
-            if len(chunk) == self._settings.ingest_upload_chunk_rows:
+        try:
+            for row in CsvReader(event_type, spool.lines()):
+                chunk.append(row)
+                if len(chunk) == self._settings.ingest_upload_chunk_rows:
+                    await self._admit(upload_id, event_type, partner, chunk)
+                    chunk = []
+        except LineTooLong:
+            # The rows read before a line too long to read are whole: they go in.
+            if chunk:
                 await self._admit(upload_id, event_type, partner, chunk)
-                chunk = []
+            raise
         if chunk:
             await self._admit(upload_id, event_type, partner, chunk)
 

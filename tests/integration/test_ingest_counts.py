@@ -35,7 +35,7 @@ DAY = "2025-11-03"
 
 def counted(hub: Hub, channel: str) -> dict[str, float]:
     """Ingest's debt-signal counts of one channel, summed over partner types and reasons."""
-    totals = {"accepted": 0.0, "duplicate": 0.0, "rejected": 0.0}
+    totals = {"offered": 0.0, "accepted": 0.0, "duplicate": 0.0, "rejected": 0.0}
     text = httpx.get(f"{hub.stack.url('ingest')}/metrics").text
     for family in text_string_to_metric_families(text):
         kind = family.name.removeprefix("hub_ingest_events_")
@@ -77,7 +77,12 @@ def test_on_every_way_in_offered_is_accepted_plus_rejected_and_accepted_is_publi
     answers = [hub.post("debt-signal", e, key) for e in singles + singles]
     codes = [r.status_code for r in answers]
     assert len(codes) == codes.count(202) + codes.count(422) == 18
-    assert delta(counted(hub, "http"), before) == {"accepted": 6, "duplicate": 6, "rejected": 6}
+    assert delta(counted(hub, "http"), before) == {
+        "offered": 18,
+        "accepted": 6,
+        "duplicate": 6,
+        "rejected": 6,
+    }
     accepted |= {e["partner_event_id"] for e, c in zip(singles, codes, strict=False) if c == 202}
 
     # A batch holding a repeat of an accepted single event.
@@ -88,11 +93,12 @@ def test_on_every_way_in_offered_is_accepted_plus_rejected_and_accepted_is_publi
     assert (
         delta(counted(hub, "batch"), before)
         == {
+            "offered": len(batch),
             "accepted": report["accepted"],
             "duplicate": report["duplicate"],
             "rejected": report["rejected"],
         }
-        == {"accepted": 20, "duplicate": 1, "rejected": 10}
+        == {"offered": 31, "accepted": 20, "duplicate": 1, "rejected": 10}
     )
     accepted |= {
         batch[r["index"]]["partner_event_id"]
@@ -107,7 +113,12 @@ def test_on_every_way_in_offered_is_accepted_plus_rejected_and_accepted_is_publi
         hub.upload("debt-signal", csv_file(rows), key).json()["upload_id"], key
     )
     assert done["rows"] == {"read": 30, "accepted": 20, "duplicate": 0, "rejected": 10}
-    assert delta(counted(hub, "upload"), before) == {"accepted": 20, "duplicate": 0, "rejected": 10}
+    assert delta(counted(hub, "upload"), before) == {
+        "offered": 30,
+        "accepted": 20,
+        "duplicate": 0,
+        "rejected": 10,
+    }
     bad_lines = {p["line"] for p in done["problems"]}
     accepted |= {e["partner_event_id"] for line, e in enumerate(rows, 2) if line not in bad_lines}
 
@@ -118,9 +129,10 @@ def test_on_every_way_in_offered_is_accepted_plus_rejected_and_accepted_is_publi
 
     def all_counted() -> dict[str, int] | None:
         now = delta(counted(hub, "kafka"), before)
-        return now if sum(now.values()) == len(records) else None
+        return now if now["accepted"] + now["rejected"] == len(records) else None
 
     assert wait_for(all_counted, "the intake records") == {
+        "offered": 12,
         "accepted": 8,
         "duplicate": 0,
         "rejected": 4,
@@ -170,7 +182,12 @@ def test_one_event_is_authenticated_before_its_body_is_read_and_broken_json_is_c
     wrong = send("debt-signal", json.dumps(event).encode(), key)
     assert wrong.status_code == 422 and fields_of(wrong) == ["address.postcode"], wrong.text
     assert "Canary" not in wrong.text
-    assert delta(counted(hub, "http"), before[0]) == {"accepted": 0, "duplicate": 0, "rejected": 3}
+    assert delta(counted(hub, "http"), before[0]) == {
+        "offered": 3,
+        "accepted": 0,
+        "duplicate": 0,
+        "rejected": 3,
+    }
     assert (offered() - before[1], invalid() - before[2]) == (3, 3)
     assert published(hub, "debt-signal", partner_id) == []
 
@@ -240,6 +257,8 @@ def test_a_100000_row_file_is_reported_per_row_in_flat_memory(hub: Hub) -> None:
         f"ingest peak RSS growth: 10,000 rows {small_growth:.1f} MiB, "
         f"100,000 rows {big_growth:.1f} MiB (file {big['size_bytes'] / 2**20:.1f} MiB)"
     )
-    # Ten times the rows, not ten times the memory: the file is never held whole.
-    assert big_growth < small_growth + 0.5 * big["size_bytes"] / 2**20 + 16
+    # The 10,000-row file warms ingest up (imports, pools, buffers). Then ten times the rows
+    # take less than half the file's size: holding the file whole, as bytes alone, would
+    # take all of it (measured: under 2 MiB for the 12.6 MiB file).
+    assert big_growth < 0.5 * big["size_bytes"] / 2**20
     assert len(published(hub, "debt-signal", partner_id)) == 9_990 + 99_900

@@ -210,6 +210,30 @@ def test_an_upload_with_an_unusable_header_is_refused_at_once(hub: Hub) -> None:
     assert published(hub, "debt-signal", partner_id) == []
 
 
+def test_a_line_without_an_end_is_never_held_whole(hub: Hub) -> None:
+    """A file whose lines end in CR alone is one line to the hub: refused at its first MiB.
+    A long line further on fails the upload there; the rows before it are in."""
+    partner_id, key = new_partner(hub)
+    rows = [signal() for _ in range(7_000)]
+    lone_cr = csv_file(rows).replace(b"\n", b"\r")
+    assert len(lone_cr) > 2**20
+    refused = hub.upload("debt-signal", lone_cr, key)
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["file"]
+    assert "line 1 is longer than 1 MiB" in refused.text
+    assert hub.query("select count(*) from uploads where partner_id = :p", p=partner_id)[0][0] == 0
+
+    good = [signal(), signal()]
+    runaway = b'"' + b"x" * 2**20 * 2 + b"\n"
+    response = hub.upload("debt-signal", csv_file(good) + runaway, key)
+    assert response.status_code == 202, response.text
+    report = hub.finished_upload(response.json()["upload_id"], key)
+    assert report["status"] == "failed"
+    assert report["failure"].startswith("line 4 is longer than 1 MiB without a line end")
+    assert report["rows"]["accepted"] == 2
+    assert ids_of(published(hub, "debt-signal", partner_id)) == ids_of(good)
+
+
 def intake_record(event: dict[str, Any], version: int = 2) -> bytes:
     """A partner producer's record: Avro single-object encoding of the intake schema."""
     codec = AvroCodec(DEFAULT_SCHEMAS_DIR / "intake")
