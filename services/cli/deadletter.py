@@ -217,7 +217,15 @@ async def _replay(letters: list[Letter]) -> None:
             tp = TopicPartition(letter.topic, letter.partition)
             consumer.assign([tp])
             consumer.seek(tp, letter.offset)
-            record = (await consumer.getmany(tp, timeout_ms=10_000, max_records=1))[tp][0]
+            fetched = await consumer.getmany(tp, timeout_ms=30_000, max_records=1)
+            record = next(iter(fetched.get(tp, [])), None)
+            if record is None or record.offset != letter.offset:
+                # Listed a moment ago: Kafka's retention deleted it since, or Kafka is slow.
+                refuse(
+                    f"dead letter {letter.name} could not be read again (gone past the topic's "
+                    "retention, or Kafka too slow); the letters before it were replayed, "
+                    "it and those after it were not"
+                )
             headers = [(k, v) for k, v in record.headers if k not in DEADLETTER_HEADERS]
             await producer.send_and_wait(
                 letter.source_topic, record.value, key=record.key, headers=headers
