@@ -182,7 +182,20 @@ class Address(_Strict):
 
 
 MunicipalityCode = Annotated[str, Field(pattern=r"^GM\d{4}$")]
-PartnerEventId = Annotated[Text, Field(min_length=1, max_length=100)]
+#: The partner's reference for an event. It travels on the hub's topics as it is, so it is a
+#: record number, never a name, a street or free text (which a space would allow).
+PartnerEventId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/#-]*$",
+        description=(
+            "The partner's own reference for this event: letters, digits and . _ : / # - "
+            "only, no spaces. Never a BSN, a name or a birth date: it is kept as it is."
+        ),
+    ),
+]
 
 
 class PartnerEvent(_Strict):

@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import re
 import struct
 import tempfile
 import uuid
@@ -406,10 +407,22 @@ class Uploads:
 _INTERRUPTED = "processing stopped before the end (restart); send the file again"
 
 
+#: A field name as a partner's system would write one; an unknown name of another shape (a
+#: key with spaces, digits first, ...) may be data put in the wrong place and is not echoed.
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
 def problems_of(exc: ValidationError, whole: str = "body") -> list[Problem]:
     """pydantic's errors as field paths and messages; its `input` would echo identity data.
     `whole` names a fault of the event as a whole."""
-    return [Problem(field_path(tuple(e["loc"]), whole), e["msg"]) for e in exc.errors()]
+    problems = []
+    for error in exc.errors():
+        loc, message = tuple(error["loc"]), error["msg"]
+        if error["type"] == "extra_forbidden" and not _PLAIN_NAME.fullmatch(str(loc[-1])):
+            loc = loc[:-1]
+            message = "holds a field this type does not have (its name is not repeated here)"
+        problems.append(Problem(field_path(loc, whole), message))
+    return problems
 
 
 def field_path(loc: tuple[Any, ...], whole: str = "body") -> str:

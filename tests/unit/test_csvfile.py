@@ -389,10 +389,12 @@ def test_the_example_file_reads_and_every_row_is_valid(event_type: EventType) ->
 TEXT = st.text(st.sampled_from("abcdeëéçß XYZ;,\"'|-"), min_size=1, max_size=20).filter(
     lambda text: text.strip() != ""
 )
+#: A partner's reference: no spaces, delimiters or quotes, but the punctuation it may have.
+REFERENCE = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:/#-]{0,19}", fullmatch=True)
 PAST = st.dates(dt.date(1900, 1, 1), dt.date(2025, 1, 1))
 COMMON = st.fixed_dictionaries(
     {
-        "partner_event_id": TEXT,
+        "partner_event_id": REFERENCE,
         "resident": st.fixed_dictionaries(
             {"name": TEXT, "birth_date": PAST},
             optional={"bsn": st.just("999990019"), "phone": st.just("+31 6 0000 0000")},
