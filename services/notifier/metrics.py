@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.shared.region import MUNICIPALITIES
+
 REGISTRY = CollectorRegistry()
 
 #: From 50 ms to an hour: seconds when all runs, minutes when a service was down.
@@ -133,3 +135,5 @@ def initialise() -> None:
             DELIVERY_ATTEMPTS.labels(channel, status)
     for via in ("wijk", "municipality", "fallback"):
         ALERTS_ROUTED.labels(via)
+    for municipality in MUNICIPALITIES:
+        ALERTS_FALLBACK.labels(municipality)

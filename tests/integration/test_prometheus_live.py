@@ -25,6 +25,7 @@ from tests.monitoring import (
     ALERT_NAMES,
     HUB_JOBS,
     Query,
+    metric_names,
     panel_queries,
     rule_files,
     rule_queries,
@@ -212,3 +213,41 @@ def test_every_query_returns_data(answers: dict[Query, list[dict[str, Any]]], qu
     assert result, f"{where}: no data after {QUERY_S:.0f} s"
     if is_latency(query.expr):
         assert finite(result), f"{where}: no finite number after {QUERY_S:.0f} s: {result}"
+
+
+#: What the traffic above moves: each panel query over these alone (no ratio) must show it.
+MOVED = frozenset(
+    {
+        "hub_ingest_events_offered_total",
+        "hub_ingest_events_accepted_total",
+        "hub_matcher_events_processed_total",
+        "hub_alerts_raised_total",
+        "hub_notifier_alerts_stored_total",
+        "hub_notifier_deliveries_total",
+        "hub_notifier_delivery_attempts_total",
+        "hub_notifier_deliveries_gave_up_total",
+        "hub_alerts_fallback_total",
+        "hub_event_to_alert_seconds_bucket",
+        "hub_event_to_delivery_seconds_bucket",
+    }
+)
+MOVING = [
+    q
+    for q in panel_queries()
+    if " / " not in q.expr and metric_names(q.expr) and metric_names(q.expr) <= MOVED
+]
+
+
+@pytest.mark.parametrize("query", MOVING, ids=str)
+def test_a_panel_of_what_the_traffic_moved_shows_it_move(
+    prometheus: Prometheus, answers: dict[Query, list[dict[str, Any]]], query: Query
+) -> None:
+    """Data alone could be a counter the service started at 0; these panels must show more."""
+
+    def moved() -> bool:
+        answers[query] = prometheus.query(substituted(query.expr))
+        return any(float(sample["value"][1]) > 0 for sample in answers[query])
+
+    with contextlib.suppress(AssertionError):
+        wait_for(moved, f"{query.where} to move", QUERY_S)
+    assert moved(), f"{query.file}: {query.where}: only zeros: {answers[query]}"
