@@ -7,11 +7,12 @@ another body, or while the first request is still being handled, the answer is 4
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,6 +20,10 @@ from services.shared.db.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 _VALID = re.compile(r"^[\x21-\x7e]{1,200}$")
+#: A key taken this long ago without an answer is abandoned: its request died with its ingest
+#: (or its answer could not be stored). A batch of 10,000 events takes seconds, an upload's
+#: request only spools the file.
+ABANDONED_AFTER = dt.timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,25 @@ async def claim(
     if first.route != route or first.request_sha256 != request_sha256:
         raise KeyProblem(409, "already used for another request; use a new key for new content")
     if first.status_code is None or first.response is None:
-        raise KeyProblem(409, "the first request with this key is still being handled")
+        if first.created_at > dt.datetime.now(dt.UTC) - ABANDONED_AFTER:
+            raise KeyProblem(409, "the first request with this key is still being handled")
+        # Its ingest stopped, or could not store the answer: this request takes the key
+        # over. Doing the work again is safe: the receipts answer its events as repeats.
+        async with sessions() as session, session.begin():
+            taken = await session.scalar(
+                update(IdempotencyKey)
+                .where(
+                    IdempotencyKey.partner_id == partner_id,
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.created_at == first.created_at,
+                    IdempotencyKey.status_code.is_(None),
+                )
+                .values(created_at=func.now())
+                .returning(IdempotencyKey.key)
+            )
+        if taken is None:  # another request took it over first
+            raise KeyProblem(409, "the first request with this key is still being handled")
+        return None
     return Stored(first.status_code, first.response)
 
 

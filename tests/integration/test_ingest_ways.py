@@ -132,6 +132,41 @@ def test_an_idempotency_key_gives_the_first_answer_again(hub: Hub) -> None:
     assert ids_of(published(hub, "debt-signal", partner_id)) == ids_of(batch)
 
 
+def test_a_key_whose_first_request_got_no_answer_is_taken_over_once_abandoned(
+    hub: Hub,
+) -> None:
+    partner_id, key = new_partner(hub)
+    batch = [signal(), signal()]
+    first = hub.post_batch("debt-signal", batch, key, idempotency_key="april-2025-1")
+    assert first.json()["accepted"] == 2
+    # As if ingest stopped after the work and before it stored the answer.
+    where = "where partner_id = :p and key = 'april-2025-1'"
+    hub.execute(
+        f"update idempotency_keys set status_code = null, response = null {where}", p=partner_id
+    )
+
+    waiting = hub.post_batch("debt-signal", batch, key, idempotency_key="april-2025-1")
+    assert waiting.status_code == 409
+    assert waiting.json()["errors"] == [
+        {
+            "field": "Idempotency-Key",
+            "message": "the first request with this key is still being handled",
+        }
+    ]
+
+    hub.execute(
+        f"update idempotency_keys set created_at = now() - interval '16 minutes' {where}",
+        p=partner_id,
+    )
+    taken_over = hub.post_batch("debt-signal", batch, key, idempotency_key="april-2025-1")
+    assert taken_over.status_code == 200 and "Idempotent-Replayed" not in taken_over.headers
+    assert (taken_over.json()["accepted"], taken_over.json()["duplicate"]) == (0, 2)
+    # Its answer is the key's now.
+    again = hub.post_batch("debt-signal", batch, key, idempotency_key="april-2025-1")
+    assert again.json() == taken_over.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert ids_of(published(hub, "debt-signal", partner_id)) == ids_of(batch)
+
+
 def test_a_batch_over_the_size_limit_is_refused_whole(hub: Hub) -> None:
     partner_id, key = new_partner(hub)
     response = hub.post_batch("debt-signal", [signal()] * 10_001, key)
