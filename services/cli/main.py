@@ -98,7 +98,11 @@ def _serve(settings: HubSettings, asgi_app: FastAPI, host: str, port: int) -> No
     import uvicorn
 
     configure_logging(json=settings.log_json, level=settings.log_level)
-    uvicorn.run(asgi_app, host=host, port=port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn keeps to the logging configured above (JSON lines) instead of
+    # putting plain-text handlers of its own on its loggers.
+    uvicorn.run(
+        asgi_app, host=host, port=port, log_level="warning", access_log=False, log_config=None
+    )
 
 
 @topics_app.command("create")

@@ -72,10 +72,9 @@ async def claim(
     if first.route != route or first.request_sha256 != request_sha256:
         raise KeyProblem(409, "already used for another request; use a new key for new content")
     if first.status_code is None or first.response is None:
-        if first.created_at > dt.datetime.now(dt.UTC) - ABANDONED_AFTER:
-            raise KeyProblem(409, "the first request with this key is still being handled")
-        # Its ingest stopped, or could not store the answer: this request takes the key
-        # over. Doing the work again is safe: the receipts answer its events as repeats.
+        # Abandoned (its ingest stopped, or could not store the answer): this request takes
+        # the key over, by the database's clock. Doing the work again is safe: the receipts
+        # answer its events as repeats.
         async with sessions() as session, session.begin():
             taken = await session.scalar(
                 update(IdempotencyKey)
@@ -83,12 +82,13 @@ async def claim(
                     IdempotencyKey.partner_id == partner_id,
                     IdempotencyKey.key == key,
                     IdempotencyKey.created_at == first.created_at,
+                    IdempotencyKey.created_at < func.now() - ABANDONED_AFTER,
                     IdempotencyKey.status_code.is_(None),
                 )
                 .values(created_at=func.now())
                 .returning(IdempotencyKey.key)
             )
-        if taken is None:  # another request took it over first
+        if taken is None:  # not abandoned yet, or another request took it over first
             raise KeyProblem(409, "the first request with this key is still being handled")
         return None
     return Stored(first.status_code, first.response)

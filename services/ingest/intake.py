@@ -108,8 +108,17 @@ def content_digest(event_type: EventType, event: PartnerEvent) -> bytes:
     Fields left at their defaults are left out, so an optional field added to a model later
     (as `missed_payments` in debt-signal v2) does not make the repeat of an event received
     before it a conflict."""
-    as_sent = event.model_dump(mode="json", exclude_defaults=True)
-    canonical = json.dumps([event_type.value, as_sent], sort_keys=True, separators=(",", ":"))
+    return _digest(event_type, event.model_dump(mode="json", exclude_defaults=True))
+
+
+def legacy_content_digest(event_type: EventType, event: PartnerEvent) -> bytes:
+    """The digest receipts stored before defaults were left out (every field, defaults too):
+    a repeat of an event received then still matches its receipt."""
+    return _digest(event_type, event.model_dump(mode="json"))
+
+
+def _digest(event_type: EventType, dumped: dict[str, Any]) -> bytes:
+    canonical = json.dumps([event_type.value, dumped], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
 
 
@@ -283,7 +292,10 @@ class Intake:
                 receipt = earlier.get(pid)
                 if receipt is None:
                     to_publish.append(candidate)
-                elif receipt.content_sha256 != candidate.digest:
+                elif receipt.content_sha256 not in (
+                    candidate.digest,
+                    legacy_content_digest(event_type, candidate.event),
+                ):
                     outcomes[candidate.index] = _conflict(receipt.received_at)
                 elif receipt.published_at is None:
                     to_publish.append(candidate)  # its first publication never completed

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import stamina
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.contextvars import bound_contextvars
 
@@ -63,11 +63,16 @@ _PARTNER_ID = re.compile(PARTNER_ID_PATTERN)
 
 
 def _transient(exc: Exception) -> bool:
-    """Kafka or PostgreSQL away or overloaded, which passes; not a statement PostgreSQL
-    refuses (a constraint, a value it cannot store), which fails again on every try."""
+    """Kafka or PostgreSQL away, restarting or overloaded, which passes; not a statement
+    PostgreSQL refuses (a constraint, a value it cannot store) nor a record Kafka refuses
+    (too large), which fail again on every try."""
     if isinstance(exc, DBAPIError):
-        return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
-    return isinstance(exc, KafkaError | OSError)
+        # asyncpg's own errors (the server starting or shutting down, too many connections,
+        # a deadlock) reach SQLAlchemy as a plain DBAPIError: all but these pass.
+        return not isinstance(exc, IntegrityError | DataError | ProgrammingError)
+    if isinstance(exc, KafkaError):
+        return exc.retriable or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, OSError)
 
 
 #: Kafka or PostgreSQL away for a while: each step waits for them, up to two minutes.
@@ -135,10 +140,11 @@ class KafkaIntake:
                 await self._handle(self._types[partition.topic], records)
                 try:
                     await self._consumer.commit({partition: records[-1].offset + 1})
-                except CommitFailedError as exc:
+                except (CommitFailedError, IllegalStateError) as exc:
                     # The group rebalanced meanwhile (a replica came or went, or the steps
-                    # above waited out the poll interval): the partition's new owner reads
-                    # these records again and their receipts answer them as repeats.
+                    # above waited out the poll interval) and the partition is no longer
+                    # ours: its new owner reads these records again and their receipts
+                    # answer them as repeats.
                     log.warning(
                         "intake.commit_failed",
                         topic=partition.topic,

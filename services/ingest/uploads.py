@@ -104,7 +104,7 @@ class Spool:
                 start = 0
                 data = rest + chunk
                 while (end := data.find(b"\n", start)) != -1:
-                    if end + 1 - start > MAX_LINE_BYTES:
+                    if end - start > MAX_LINE_BYTES:  # the line, without its ending
                         raise LineTooLong(number + 1)
                     yield data[start : end + 1]
                     number += 1
