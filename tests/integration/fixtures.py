@@ -142,7 +142,7 @@ class Hub:
         )
 
     def cli(
-        self, *args: str, env: dict[str, str] | None = None
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         """Runs `hub ARGS` as an operator would, against this stack; its log goes to a file."""
         with (self.stack.workdir / "cli.log").open("a") as log:
@@ -152,7 +152,7 @@ class Hub:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
-                timeout=120,
+                timeout=timeout,
                 check=False,
             )
 

@@ -34,6 +34,7 @@ from tests.integration.fixtures import (
 )
 
 pytestmark = pytest.mark.integration
+SCAN_S = 900
 
 BACKUP_COLUMNS = ("event_id", "household_id", "key_id", "event_type", "domain", "event_date")
 RESTORE = text(
@@ -423,7 +424,9 @@ def test_privacy_scan_finds_no_canary_anywhere_but_finds_a_planted_one(hub: Hub)
             for a in ("--metrics-url", f"{hub.stack.url(s)}/metrics")
         ),
     ]
-    clean = hub.cli(*scan_args)
+    # It reads every record of the whole test run (a 100,000-row upload among them): a
+    # limit against a hang, not a speed test.
+    clean = hub.cli(*scan_args, timeout=SCAN_S)
     report = json.loads(clean.stdout)
     assert report["findings"] == 0, report["details"]
     assert clean.returncode == 0
@@ -453,7 +456,7 @@ def test_privacy_scan_finds_no_canary_anywhere_but_finds_a_planted_one(hub: Hub)
             await producer.stop()
 
     asyncio.run(plant())
-    dirty = hub.cli(*scan_args)
+    dirty = hub.cli(*scan_args, timeout=SCAN_S)
     assert dirty.returncode == 1
     found = json.loads(dirty.stdout)
     assert found["findings"] >= 1
