@@ -86,8 +86,10 @@ class WebhookReceiver:
     Per webhook POST, in this order: the signature (401, counted in `bad_signatures`); with
     `oauth_client`, a bearer token this receiver issued (401); `fail_first` / `always_fail`
     (`fail_status`); with `hold_first`, the first request that gets this far is accepted, sets
-    `first_request` and waits for `release()` before answering 200; otherwise accepted once per
-    idempotency key (a repeat lands in `duplicates`) and answered 200.
+    `first_request` and waits for `release()` before answering 200; with `hold_all`, every
+    request that gets this far does (so a sender's retries after its timeout are held too);
+    otherwise accepted once per idempotency key (a repeat lands in `duplicates`) and answered
+    200.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class WebhookReceiver:
         fail_status: int = 503,
         oauth_client: tuple[str, str] | None = None,
         hold_first: bool = False,
+        hold_all: bool = False,
     ) -> None:
         self.secret = secret
         self.fail_first = fail_first
@@ -106,6 +109,7 @@ class WebhookReceiver:
         self.fail_status = fail_status
         self.oauth_client = oauth_client
         self.hold_first = hold_first
+        self.hold_all = hold_all
         self.url = ""
         self.token_url = ""
         self.requests = 0
@@ -119,8 +123,8 @@ class WebhookReceiver:
         #: The hub's headers and the raw body of each webhook POST, in order of arrival.
         self.headers: list[dict[str, str]] = []
         self.bodies: list[bytes] = []
-        #: Set when the first webhook request arrives; with `hold_first`, once that request is
-        #: accepted and held, so a test may stop the sender knowing the receiver has it.
+        #: Set when the first webhook request arrives; with `hold_first` or `hold_all`, once that
+        #: request is accepted and held, so a test may stop the sender knowing the receiver has it.
         self.first_request = threading.Event()
         self._release = threading.Event()
         self._held = False
@@ -210,7 +214,7 @@ class WebhookReceiver:
                 {name: request.headers[name] for name in _HUB_HEADERS if name in request.headers}
             )
             self.bodies.append(body)
-            if not self.hold_first:
+            if not (self.hold_first or self.hold_all):
                 self.first_request.set()
             if not verify_signature(
                 self.secret, request.headers.get("hub-signature"), body, time.time()
@@ -226,7 +230,7 @@ class WebhookReceiver:
                 self._failed += 1
                 return Response(status_code=self.fail_status)
             self._accept(key, body)
-            hold = self.hold_first and not self._held
+            hold = self.hold_all or (self.hold_first and not self._held)
             if hold:
                 self._held = True
                 self.first_request.set()

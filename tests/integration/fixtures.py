@@ -159,9 +159,10 @@ class Hub:
     def query(self, sql: str, **params: Any) -> list[Any]:
         return asyncio.run(query(self.stack.database_url, sql, params))
 
-    def execute(self, sql: str, **params: Any) -> None:
-        """Runs and commits a change, as an operator at the database would."""
-        asyncio.run(query(self.stack.database_url, sql, params, commit=True))
+    def execute(self, sql: str, **params: Any) -> list[Any]:
+        """Runs and commits a change, as an operator at the database would; the rows of its
+        `returning` clause, if any."""
+        return asyncio.run(query(self.stack.database_url, sql, params, commit=True))
 
     def end_offsets(self) -> dict[str, int]:
         return asyncio.run(_end_offsets(self.stack))
