@@ -1,7 +1,8 @@
-"""Fuzzes ingest's HTTP API: schemathesis against the running service's OpenAPI document and
-hypothesis mutations of valid events. No answer is a 5xx, every refusal names the field at
-fault, the identity planted in an event never comes back, and the source topics hold exactly
-the events that were answered as accepted: nothing of what was refused.
+"""Fuzzes ingest's HTTP API: schemathesis against the running service's OpenAPI document,
+hypothesis mutations of valid events, and CSV files broken cell by cell and as a whole. No
+answer is a 5xx, every refusal names the field at fault, the identity planted in an event
+never comes back, and the source topics hold exactly the events that were answered as
+accepted: nothing of what was refused.
 
 Every request of this file is made by partners registered for this file only, and every
 answer goes into `LEDGER`; the last test holds the ledger against the topics and the metrics.
@@ -10,7 +11,9 @@ answer goes into `LEDGER`; the last test holds the ledger against the topics and
 from __future__ import annotations
 
 import copy
+import csv
 import datetime as dt
+import io
 import json
 import string
 import uuid
@@ -30,6 +33,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core import NotSet
 
+from services.ingest.csvfile import columns, write_csv
 from services.ingest.models import MODELS
 from services.shared.events import EventType
 from services.shared.identity import bsn_is_valid, normalise_postcode, parse_house_number
@@ -76,6 +80,13 @@ PARTNER_TYPES = {
     "care-indication": "WMO_LOKET",
 }
 NO_BSN = "debt-signal without BSN"
+#: The partner type of each event type's uploader; a water company may not send a BSN.
+UPLOADER_TYPES = {
+    "debt-signal": "WATER",
+    "wvggz-report": "GGD_MELDFUNCTIE",
+    "streettriage-handover": "STREETTRIAGE",
+    "care-indication": "WIJKVERPLEGING",
+}
 TIME_FIELDS = {
     "debt-signal": "signal_date",
     "wvggz-report": "report_date",
@@ -138,6 +149,8 @@ class Ledger:
     new: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     #: test -> HTTP status -> answers.
     statuses: dict[str, Counter[int]] = field(default_factory=dict)
+    #: partner_id -> partner_event_id (as kept) of every row an upload report did not refuse.
+    uploaded: dict[str, set[str]] = field(default_factory=dict)
 
     def answered(self, test: str, partner: Partner, batch: bool, sent: Any, answer: Answer) -> None:
         self.statuses.setdefault(test, Counter())[answer.status] += 1
@@ -241,12 +254,17 @@ def assert_refusals_name_fields(event_type: str, batch: bool, sent: Any, answer:
 @dataclass(frozen=True)
 class Setup:
     partners: dict[str, Partner]
+    #: Event type -> the partner that sends this file's CSV uploads of it.
+    uploaders: dict[str, Partner]
     #: hub_ingest_events_accepted_total before this file's first request.
     accepted_before: dict[tuple[str, str, str], float]
 
 
-def accepted_counts(hub: Hub, partners: dict[str, Partner]) -> dict[tuple[str, str, str], float]:
+def accepted_counts(
+    hub: Hub, partners: dict[str, Partner], uploaders: dict[str, Partner]
+) -> dict[tuple[str, str, str], float]:
     """hub_ingest_events_accepted_total of the partners' (event type, partner type) by channel."""
+    ways = [(p, channel) for p in partners.values() for channel in ("http", "batch")]
     return {
         (p.event_type, p.partner_type, channel): service_metric(
             hub,
@@ -256,9 +274,19 @@ def accepted_counts(hub: Hub, partners: dict[str, Partner]) -> dict[tuple[str, s
             event_type=p.event_type,
             partner_type=p.partner_type,
         )
-        for p in partners.values()
-        for channel in ("http", "batch")
+        for p, channel in [*ways, *((p, "upload") for p in uploaders.values())]
     }
+
+
+def new_partner(event_type: str, partner_type: str, *extra: str) -> Callable[[Hub], Partner]:
+    def register(hub: Hub) -> Partner:
+        partner_id = f"fuzz-{partner_type.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+        key = add_partner(
+            hub, partner_id, "--type", partner_type, "--event-type", event_type, *extra
+        )
+        return Partner(partner_id, partner_type, event_type, key)
+
+    return register
 
 
 @pytest.fixture(scope="module")
@@ -272,14 +300,12 @@ def fuzz(hub: Hub) -> Setup:
         ("debt-signal", "debt-signal", PARTNER_TYPES["debt-signal"], ("--may-send-bsn",)),
         (NO_BSN, "debt-signal", "HUUR", ()),
     ]
-    partners = {}
-    for name, event_type, partner_type, extra in accounts:
-        partner_id = f"fuzz-{partner_type.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}"
-        key = add_partner(
-            hub, partner_id, "--type", partner_type, "--event-type", event_type, *extra
-        )
-        partners[name] = Partner(partner_id, partner_type, event_type, key)
-    return Setup(partners, accepted_counts(hub, partners))
+    partners = {
+        name: new_partner(event_type, partner_type, *extra)(hub)
+        for name, event_type, partner_type, extra in accounts
+    }
+    uploaders = {t: new_partner(t, p)(hub) for t, p in UPLOADER_TYPES.items()}
+    return Setup(partners, uploaders, accepted_counts(hub, partners, uploaders))
 
 
 def send(hub: Hub, test: str, partner: Partner, body: Any, batch: bool = False) -> Answer:
@@ -1129,7 +1155,183 @@ def test_a_body_the_json_parser_chokes_on_is_refused_naming_the_body(
     assert fields_of(answer.payload) == ["body"], answer.text
 
 
-# --- 3. nothing is published that was not answered as accepted ----------------------------
+# --- 3. hypothesis: CSV files, broken cell by cell and as a whole --------------------------
+
+#: What a fuzzed cell may hold: any text but a carriage return, which would make the report's
+#: line numbers differ from those counted here (the files of raw bytes below have them).
+_CELL_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r"), max_size=30)
+#: Every field a refusal of a file may name besides its columns.
+_FILE_FIELDS = {"file", "header"}
+
+
+@dataclass(frozen=True)
+class CsvFile:
+    """A file of valid rows, some changed, and what the report on it must say."""
+
+    content: bytes
+    #: Line a row starts on -> its partner_event_id cell as the hub keeps it (None: no cell).
+    ids: dict[int, str | None]
+    #: Lines of the rows that were changed: no other line may be reported.
+    changed: frozenset[int]
+    #: The header was broken: the file is refused whole, naming the header.
+    header_broken: bool = False
+
+
+def upload_row(event_type: str, partner_event_id: str) -> list[str]:
+    """The cells of a valid event of a fresh household, as its uploader may send it."""
+    event = valid_event(event_type)
+    event["partner_event_id"] = partner_event_id
+    if event_type == "debt-signal":  # a water company: no BSN
+        del event["resident"]["bsn"]
+        event["creditor_type"] = "WATER"
+    model = MODELS[EventType(event_type)].model_validate(event)
+    _, line = write_csv(EventType(event_type), [model])
+    return next(csv.reader([line], delimiter=";"))
+
+
+def _written(cells: list[str], delimiter: str, ending: str) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=delimiter, lineterminator=ending).writerow(cells)
+    return buffer.getvalue()
+
+
+@st.composite
+def csv_files(draw: st.DrawFn, event_type: str, run: str) -> CsvFile:
+    names = [column.name for column in columns(EventType(event_type))]
+    required = [c.name for c in columns(EventType(event_type)) if c.required]
+    order = draw(st.permutations(range(len(names))), label="column order")
+    header = [names[k] for k in order]
+    rows = []
+    for i in range(draw(st.integers(1, 5), label="rows")):
+        cells = upload_row(event_type, f"{run}-{i}")
+        rows.append([cells[k] for k in order])
+    changed = set()
+    for r, row in enumerate(rows):
+        for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]), label="changes")):
+            how = draw(st.sampled_from(["text", "text", "empty", "drop", "extra"]), label="how")
+            at = draw(st.integers(0, len(row) - 1), label="cell")
+            if how == "text":
+                row[at] = draw(_CELL_TEXT, label="text")
+            elif how == "empty":
+                row[at] = ""
+            elif how == "drop":
+                del row[at]
+            else:
+                row.insert(at, draw(_CELL_TEXT, label="extra cell"))
+            changed.add(r)
+    broken = draw(st.sampled_from([None] * 6 + ["unknown", "missing", "twice"]), label="header")
+    if broken is not None:
+        at = draw(st.integers(0, len(header) - 1), label="column")
+        if broken == "unknown":
+            header[at] = "kolom_" + draw(st.text(string.ascii_lowercase, max_size=6))
+        elif broken == "missing":
+            at = header.index(draw(st.sampled_from(required), label="required column"))
+            del header[at]
+            for row in rows:
+                del row[min(at, len(row) - 1)]
+        else:
+            header.append(header[at])
+    delimiter = draw(st.sampled_from([";", ","]), label="delimiter")
+    ending = draw(st.sampled_from(["\n", "\r\n"]), label="line end")
+    text = "\ufeff" if draw(st.booleans(), label="BOM") else ""
+    text += _written(header, delimiter, ending)
+    line, ids, lines = text.count("\n") + 1, {}, set()
+    column = header.index("partner_event_id") if "partner_event_id" in header else None
+    for r, row in enumerate(rows):
+        written = _written(row, delimiter, ending)
+        kept = row[column] if column is not None and column < len(row) else None
+        ids[line] = None if kept is None else _AS_KEPT.validate_python(kept)
+        if r in changed:
+            lines.add(line)
+        text += written
+        line += written.count("\n")
+    return CsvFile(text.encode(), ids, frozenset(lines), header_broken=broken is not None)
+
+
+def upload(hub: Hub, test: str, partner: Partner, content: bytes) -> tuple[Answer, Any]:
+    """Uploads a file as `partner`: the answer, checked as every answer is, and the report
+    once the file was read (None when it was refused)."""
+    answer = Answer.of(hub.upload(partner.event_type, content, partner.key))
+    LEDGER.statuses.setdefault(test, Counter())[answer.status] += 1
+    assert answer.status < 500, answer.text
+    if answer.status != 202:
+        assert answer.status == 422, answer.text
+        assert set(fields_of(answer.payload)) <= _FILE_FIELDS, answer.text
+        return answer, None
+    report = hub.finished_upload(answer.payload["upload_id"], partner.key)
+    rows = report["rows"]
+    assert rows["read"] == rows["accepted"] + rows["duplicate"] + rows["rejected"], report
+    names = {column.name for column in columns(EventType(partner.event_type))}
+    for problem in report["problems"]:
+        named = problem["field"]
+        assert named in names | _FILE_FIELDS | {"row"} or names_a_field(
+            partner.event_type, named, {}
+        ), f"line {problem['line']} refused naming {named!r}, no column of the file"
+        assert isinstance(problem["message"], str) and problem["message"].strip(), problem
+    for value in (CANARY_NAME, CANARY_BIRTH_DATE, CANARY_PHONE, "01-02-1970"):
+        assert value not in json.dumps(report), value
+    LEDGER.new[(partner.event_type, partner.partner_type, "upload")] += rows["accepted"]
+    return answer, report
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+@settings(FUZZ, max_examples=40)
+@given(data=st.data())
+def test_a_file_with_broken_cells_is_reported_per_line_and_publishes_the_rest(
+    hub: Hub, fuzz: Setup, event_type: str, data: st.DataObject
+) -> None:
+    partner = fuzz.uploaders[event_type]
+    sent = data.draw(csv_files(event_type, f"csv{uuid.uuid4().hex[:10]}"), label="file")
+    answer, report = upload(hub, "broken files", partner, sent.content)
+    if sent.header_broken:
+        assert answer.status == 422 and set(fields_of(answer.payload)) == {"header"}
+        return
+    assert report is not None, answer.text
+    assert report["status"] == "done", report
+    refused = {problem["line"] for problem in report["problems"]}
+    # A row that was not changed is never refused; each refused row is counted once.
+    assert refused <= sent.changed, report["problems"]
+    assert report["rows"] == {
+        "read": len(sent.ids),
+        "accepted": len(sent.ids) - len(refused),
+        "duplicate": 0,
+        "rejected": len(refused),
+    }, report
+    taken = LEDGER.uploaded.setdefault(partner.partner_id, set())
+    for line, partner_event_id in sent.ids.items():
+        if line not in refused:
+            assert partner_event_id is not None
+            taken.add(partner_event_id)
+
+
+#: Text that starts like a file of each type: the header, then whatever bytes follow.
+_HEADERS = {
+    t: _written([c.name for c in columns(EventType(t))], ";", "\n").encode() for t in EVENT_TYPES
+}
+
+
+@settings(FUZZ, max_examples=100)
+@given(
+    event_type=st.sampled_from(EVENT_TYPES),
+    with_header=st.booleans(),
+    body=st.binary(max_size=600),
+)
+@example(event_type="debt-signal", with_header=False, body=b"")
+@example(event_type="debt-signal", with_header=False, body=b"\xef\xbb\xbf")
+@example(event_type="wvggz-report", with_header=True, body=b"\xff\xfe;\x00;\r;\r\n\x00")
+@example(event_type="care-indication", with_header=True, body=b'"' + b";" * 300)
+@example(event_type="streettriage-handover", with_header=False, body=b"a\rb\rc")
+def test_a_file_of_any_bytes_gets_no_5xx_and_publishes_nothing(
+    hub: Hub, fuzz: Setup, event_type: str, with_header: bool, body: bytes
+) -> None:
+    content = (_HEADERS[event_type] if with_header else b"") + body
+    _, report = upload(hub, "files of any bytes", fuzz.uploaders[event_type], content)
+    if report is not None:
+        assert report["status"] in {"done", "failed"}, report
+        assert report["rows"]["accepted"] == 0, report
+
+
+# --- 4. nothing is published that was not answered as accepted ----------------------------
 
 
 def test_the_topics_hold_exactly_what_was_answered_as_accepted(hub: Hub, fuzz: Setup) -> None:
@@ -1148,7 +1350,14 @@ def test_the_topics_hold_exactly_what_was_answered_as_accepted(hub: Hub, fuzz: S
             assert {r["partner_event_id"] for r in records} == {
                 _AS_KEPT.validate_python(p) for p in accepted.values()
             }
-    after = accepted_counts(hub, fuzz.partners)
+    for uploader in fuzz.uploaders.values():
+        records = published(hub, uploader.event_type, uploader.partner_id)
+        event_ids = [r["event_id"] for r in records]
+        assert len(event_ids) == len(set(event_ids)), "an uploaded row was published twice"
+        assert {r["partner_event_id"] for r in records} == LEDGER.uploaded.get(
+            uploader.partner_id, set()
+        ), uploader
+    after = accepted_counts(hub, fuzz.partners, fuzz.uploaders)
     assert {k: after[k] - before for k, before in fuzz.accepted_before.items()} == {
         k: LEDGER.new[k] for k in fuzz.accepted_before
     }
