@@ -34,6 +34,8 @@ from tests.integration.test_privacy import accepted, alert_with, resident
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
+#: How long a page may take to show what a test waits for (Playwright waits 5 s by default).
+WAIT_MS = 30_000
 # The machine has no internet: without these chromium keeps trying to reach Google's services.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -64,6 +66,9 @@ def off_loop(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 @pytest.fixture(scope="module")
 def browser(hub: Hub) -> Iterator[Browser]:
     # After the hub: its start runs asyncio.run, which Playwright's loop would refuse.
+    # Playwright's 5 s waits are for a developer's machine; CI's two shared cores render a
+    # page after a login POST more slowly. The condition stays the synchronisation.
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -78,6 +83,7 @@ def new_page(browser: Browser, hub: Hub) -> Iterator[Callable[[], Page]]:
     def make() -> Page:
         context = browser.new_context(base_url=hub.stack.url("notifier"), locale="nl-NL")
         contexts.append(context)
+        context.set_default_timeout(WAIT_MS)
         return context.new_page()
 
     yield make

@@ -205,7 +205,7 @@ def test_json_round_trips_and_keeps_the_rule_order() -> None:
     assert data["events_per_second"] == 500.0
 
 
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)
 @given(st.permutations(V1_ALERTS))
 def test_alert_order_does_not_change_the_json(alerts: list[dict[str, Any]]) -> None:
     assert json.dumps(v1(alerts).to_json()) == json.dumps(v1().to_json())
