@@ -25,6 +25,7 @@ from services.shared.avro import AvroCodec
 from services.shared.config import DEFAULT_SCHEMAS_DIR
 from services.shared.events import EventType
 from services.shared.kafka import read_to_end
+from services.shared.lag import consumer_lag, hub_consumer_groups
 from services.shared.purposes import PURPOSES
 from services.shared.region import MUNICIPALITIES
 from services.shared.topics import source_topic
@@ -166,6 +167,13 @@ class Hub:
 
     def end_offsets(self) -> dict[str, int]:
         return asyncio.run(_end_offsets(self.stack))
+
+    def matcher_lag(self) -> int:
+        """Records on the matcher's topics it has not processed yet."""
+        settings = self.stack.hub_settings
+        group = settings.matcher_app_id
+        groups = {group: hub_consumer_groups(settings)[group]}
+        return sum(p.lag for p in asyncio.run(consumer_lag(self.stack.kafka, groups)))
 
 
 async def query(

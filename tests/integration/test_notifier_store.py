@@ -239,11 +239,18 @@ async def test_an_undecodable_alert_is_dead_lettered_with_its_own_headers(
     alerts = consumer(sessions, producer)
     correlation_id = uuid.uuid4().hex
     own = [*traced(correlation_id), ("hub-partner", b"woningcorporatie-01")]
+
+    def counted() -> float | None:
+        name, labels = "hub_notifier_alerts_deadlettered_total", {"reason": "undecodable"}
+        return metrics.REGISTRY.get_sample_value(name, labels)
+
+    before = counted() or 0.0
     try:
         with capture_logs() as logs:
             await alerts._store([record(b"\x00not avro", own, offset=7)])
     finally:
         await alerts._consumer.stop()
+    assert counted() == before + 1
     (logged,) = (line for line in logs if line["event"] == "alert.deadlettered")
     assert logged["correlation_id"] == correlation_id
     (sent,) = producer.sent

@@ -189,6 +189,12 @@ def test_an_event_from_the_future_is_refused_by_ingest_and_dead_lettered_by_the_
         ]
     }
 
+    def dead_letters_counted() -> float:
+        return service_metric(
+            hub, "matcher", "hub_matcher_events_deadlettered_total", reason="future-event"
+        )
+
+    counted_before = dead_letters_counted()
     # A record that reached the topic another way (a partner producing to Kafka directly).
     settings = hub.stack.hub_settings
     codec = AvroCodec(settings.schemas_dir)
@@ -247,3 +253,6 @@ def test_an_event_from_the_future_is_refused_by_ingest_and_dead_lettered_by_the_
     assert headers[CORRELATION_HEADER] == correlation_id
     # Not counted: a crisis signal would have raised an alert.
     assert hub.query("select count(*) from alerts where household_id = :h", h=household) == [(0,)]
+    # The dead letter is counted: only this test dead-letters future events.
+    wait_for(lambda: dead_letters_counted() > counted_before, "the dead letter counted")
+    assert dead_letters_counted() == counted_before + 1

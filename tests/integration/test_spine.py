@@ -57,6 +57,49 @@ def test_two_creditors_become_one_twente_match_alert(hub: Hub) -> None:
     assert alert_id in {a["alert_id"] for a in listed["alerts"]}
 
 
+def test_a_creditor_joining_an_open_alert_updates_it_and_counts_an_escalation(hub: Hub) -> None:
+    # Wierden: no other test raises alerts there, so the counts move for this test alone.
+    place = {"municipality_code": "GM0189", "wijk_code": "WK018901"}
+
+    def counted(name: str) -> float:
+        return service_metric(hub, "matcher", name, municipality="GM0189", rule="twente-match")
+
+    raised, escalated = counted("hub_alerts_raised_total"), counted("hub_alerts_escalated_total")
+    address = new_address()
+    signals = [
+        ("key-huur", debt_signal(address, "2025-03-01", **place)),
+        (
+            "key-energie",
+            debt_signal(
+                address, "2025-03-10", creditor_type="ENERGIE", creditor_name="Energie 01", **place
+            ),
+        ),
+        (
+            "key-zorg",
+            debt_signal(
+                address,
+                "2025-03-20",
+                creditor_type="ZORG",
+                creditor_name="Zorgverzekeraar",
+                **place,
+            ),
+        ),
+    ]
+    event_ids = []
+    for key, signal in signals[:2]:
+        event_ids.append(hub.post("debt-signal", signal, key).json()["event_id"])
+    (first,) = wait_for(lambda: alerts_of(hub, event_ids[1]), "the twente-match alert")
+    event_ids.append(hub.post("debt-signal", signals[2][1], signals[2][0]).json()["event_id"])
+
+    (joined,) = wait_for(lambda: alerts_of(hub, event_ids[2]), "the third creditor to join")
+    # The same alert in a new version, not a second alert.
+    assert (joined[0], joined[1], joined[2], joined[3]) == (first[0], "twente-match", 2, "GM0189")
+    assert set(contributions(hub, first[0])) == set(event_ids)
+    wait_for(lambda: counted("hub_alerts_escalated_total") > escalated, "the escalation counted")
+    assert counted("hub_alerts_escalated_total") == escalated + 1
+    assert counted("hub_alerts_raised_total") == raised + 1
+
+
 def test_the_same_event_posted_twice_counts_once(hub: Hub) -> None:
     address = new_address()
     crisis = debt_signal(address, "2025-06-02", crisis=True, crisis_kind="EVICTION")
