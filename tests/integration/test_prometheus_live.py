@@ -131,6 +131,14 @@ def traffic(hub: Hub, prometheus: Prometheus, tmp_path_factory: pytest.TempPathF
             QUERY_S,
         )
         twente_match(hub, "WK173501", municipality=UNCOVERED)
+        # Likewise the team's give-up series, which the notifier's sweep starts at 0: the
+        # give-up is an increase only after Prometheus has seen that 0 (a scrape that timed
+        # out on CI's busy cores once left the 1 the first value it saw).
+        wait_for(
+            lambda: prometheus.query('hub_notifier_deliveries_gave_up_total{team="wijk-meetpunt"}'),
+            "Prometheus to scrape the broken team's give-up series at 0",
+            QUERY_S,
+        )
         given_up = twente_match(hub, BROKEN_WIJK)
 
         def failed() -> bool:

@@ -4,6 +4,8 @@ none once it has caught up; events per minute; open alerts per municipality."""
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from services.cli.peers import WebhookReceiver
 from tests.integration.fixtures import Hub, debt_signal, new_address, start_stack, wait_for
+from tests.integration.test_delivery import apply_teams, twente_match, webhook_team
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +95,35 @@ def test_status_shows_the_lag_of_a_stopped_matcher_and_none_once_it_caught_up(
     enschede = wait_for(alerts_stored, "the notifier to store the alerts")
     assert enschede["name"] == "Enschede"
     assert status(hub)["problems"] == {}
+
+
+def test_status_counts_overdue_alerts_and_failed_deliveries(own_hub: Hub, tmp_path: Path) -> None:
+    hub = own_hub
+    secret = secrets.token_urlsafe(32)
+    # A case system that refuses for good (404): its notice fails at the first attempt.
+    with WebhookReceiver(secret.encode(), always_fail=True, fail_status=404) as gone:
+        team = webhook_team("wijk-status", "WK015398", gone)
+        apply_teams(hub, tmp_path, [team], HOOK_SECRET=secret)
+        before = status(hub)["deliveries"].get("webhook", {}).get("failed_24h", 0)
+        # Signals of October 2025: the four weeks to the first contact have long passed.
+        twente_match(hub, "WK015398")
+
+        def counted() -> dict[str, Any] | None:
+            found = status(hub)
+            enschede = found["alerts"]["GM0153"]
+            failed = found["deliveries"].get("webhook", {}).get("failed_24h", 0)
+            every_open_overdue = enschede["overdue"] == enschede["open"] > 0
+            return found if every_open_overdue and failed > before else None
+
+        found = wait_for(counted, "the overdue alert and the failed delivery in hub status")
+    assert found["deliveries"]["webhook"]["failed_24h"] == before + 1
+    assert found["problems"] == {}
+    shown = hub.cli("status", env={"COLUMNS": "160"}).stdout
+    enschede = found["alerts"]["GM0153"]
+    assert re.search(
+        rf"Enschede\s+.\s*GM0153\s+.\s*{enschede['open']}\s+.\s*{enschede['overdue']}\b", shown
+    ), shown
+    assert re.search(rf"webhook\s+.\s*{before + 1}\s", shown), shown
 
 
 def test_status_names_what_it_cannot_reach_and_exits_1(own_hub: Hub) -> None:
