@@ -34,6 +34,13 @@ def test_a_registered_partner_publishes_only_its_types_and_its_key_rotates(hub: 
     # Its role: a water company sends no Wvggz reports and no BSN.
     report = base_event(new_address(), report_date="2025-11-03", reporter_category="NEIGHBOUR")
     assert hub.post("wvggz-report", report, key).status_code == 403
+    assert hub.post_batch("wvggz-report", [report], key).status_code == 403
+    forbidden_file = hub.upload("wvggz-report", b"partner_event_id;report_date\n", key)
+    assert forbidden_file.status_code == 403
+    assert [e["field"] for e in forbidden_file.json()["errors"]] == ["event_type"]
+    assert hub.query("select count(*) from uploads where partner_id = 'waterbedrijf-twente'") == [
+        (0,)
+    ]
     with_bsn = debt_signal(new_address(), "2025-11-03", creditor_type="WATER")
     with_bsn["resident"]["bsn"] = "111222333"
     refused = hub.post("debt-signal", with_bsn, key)
@@ -46,6 +53,12 @@ def test_a_registered_partner_publishes_only_its_types_and_its_key_rotates(hub: 
     assert rotated.returncode == 0 and new_key != key
     for k in (key, new_key):
         accepted(hub.post("debt-signal", debt_signal(new_address(), "2025-11-04"), k))
+    # The old key ends an hour from now by the database's clock, the new one never.
+    (left,) = hub.query(
+        "select extract(epoch from expires_at - now()) from partner_api_keys "
+        "where partner_id = 'waterbedrijf-twente' and expires_at is not null"
+    )
+    assert 3500 < float(left[0]) <= 3600
     hub.execute(
         "update partner_api_keys set expires_at = now() - interval '1 second' "
         "where partner_id = 'waterbedrijf-twente' and expires_at is not null"
@@ -53,6 +66,16 @@ def test_a_registered_partner_publishes_only_its_types_and_its_key_rotates(hub: 
     assert hub.post("debt-signal", debt_signal(new_address(), "2025-11-04"), key).status_code == 401
     accepted(hub.post("debt-signal", debt_signal(new_address(), "2025-11-04"), new_key))
     assert partners(hub)["waterbedrijf-twente"]["keys"] == ["expired", "valid"]
+
+    # Without an overlap (a key that leaked) the key it replaces stops at once.
+    leaked = new_key
+    rotated = hub.cli("partners", "rotate-key", "waterbedrijf-twente", "--overlap-hours", "0")
+    new_key = rotated.stdout.strip()
+    assert rotated.returncode == 0 and new_key != leaked
+    assert (
+        hub.post("debt-signal", debt_signal(new_address(), "2025-11-04"), leaked).status_code == 401
+    )
+    accepted(hub.post("debt-signal", debt_signal(new_address(), "2025-11-04"), new_key))
 
     # Disabled: every key stops at once.
     assert hub.cli("partners", "disable", "waterbedrijf-twente").returncode == 0
