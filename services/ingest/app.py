@@ -73,9 +73,6 @@ from services.shared.tokens import token_digest
 log = get_logger("hub.ingest")
 _bearer = HTTPBearer(auto_error=False)
 _REPLAYED = {"Idempotent-Replayed": "true"}
-_FORBIDDEN: dict[int | str, dict[str, Any]] = {
-    403: {"description": "The partner may not publish this event type"}
-}
 #: What a refusal without a field of its own is about.
 _FAULT = {
     400: "body",
@@ -98,6 +95,20 @@ class FieldProblem(BaseModel):
 
 class Rejected(BaseModel):
     errors: list[FieldProblem]
+
+
+#: What any partner request may be answered (not the probes: they take no key).
+_PARTNER_ANSWERS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Rejected, "description": "Missing, unknown, expired or disabled API key"},
+    422: {"model": Rejected, "description": "Bad input; nothing was published"},
+}
+#: What a request that publishes may be answered besides.
+_PUBLISH_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **_PARTNER_ANSWERS,
+    403: {"model": Rejected, "description": "The partner may not publish this event type"},
+    413: {"model": Rejected, "description": "Body or batch larger than allowed"},
+    429: {"model": Rejected, "description": "Rate limit; see Retry-After"},
+}
 
 
 class BatchResult(BaseModel):
@@ -191,12 +202,6 @@ def create_app(settings: IngestSettings) -> FastAPI:
         title="Twente hub ingest",
         version="1",
         lifespan=lifespan,
-        responses={
-            401: {"description": "Missing, unknown, expired or disabled API key"},
-            413: {"model": Rejected, "description": "Body or batch larger than allowed"},
-            422: {"model": Rejected, "description": "Bad input; nothing was published"},
-            429: {"model": Rejected, "description": "Rate limit; see Retry-After"},
-        },
     )
     app.add_middleware(
         _BodyLimit,
@@ -310,7 +315,10 @@ def create_app(settings: IngestSettings) -> FastAPI:
         "/v1/uploads/{upload_id}",
         tags=["uploads"],
         summary="Progress of an upload and its problems per row",
-        responses={404: {"model": Rejected, "description": "No such upload of this partner"}},
+        responses={
+            **_PARTNER_ANSWERS,
+            404: {"model": Rejected, "description": "No such upload of this partner"},
+        },
     )
     async def upload_report(
         upload_id: str,
@@ -415,7 +423,7 @@ def _add_event_route(
         status_code=status.HTTP_202_ACCEPTED,
         response_model=Accepted202,
         responses={
-            **_FORBIDDEN,
+            **_PUBLISH_ANSWERS,
             409: {"model": Rejected, "description": "partner_event_id used for other content"},
         },
         openapi_extra=_event_schema(event_type),
@@ -556,7 +564,7 @@ def _add_batch_route(
         methods=["POST"],
         response_model=BatchReport,
         responses={
-            **_FORBIDDEN,
+            **_PUBLISH_ANSWERS,
             409: {"model": Rejected, "description": "Idempotency-Key used for another body"},
         },
         openapi_extra=_batch_schema(event_type, most),
@@ -681,7 +689,7 @@ def _add_upload_route(
         status_code=status.HTTP_202_ACCEPTED,
         response_model=UploadAccepted,
         responses={
-            **_FORBIDDEN,
+            **_PUBLISH_ANSWERS,
             409: {"model": Rejected, "description": "Idempotency-Key used for another file"},
         },
         openapi_extra={
