@@ -210,7 +210,7 @@ class Intake:
                 if first.digest == digest:
                     repeats.append((index, first))
                 else:
-                    outcomes[index] = _conflict(None)
+                    outcomes[index] = _conflict(None, channel)
                 continue
             record = build_record(
                 event, partner.partner_id, partner.partner_type, self._pseudonyms, received_at
@@ -375,8 +375,10 @@ def _log_admitted(
             )
 
 
-def _conflict(first_received: dt.datetime | None) -> Refused:
-    when = "earlier in this request" if first_received is None else "before"
+def _conflict(first_received: dt.datetime | None, channel: Channel | None = None) -> Refused:
+    # Intake records come one at a time to their producer, whichever poll read them together.
+    same_request = first_received is None and channel != "kafka"
+    when = "earlier in this request" if same_request else "before"
     return refused(
         "conflict",
         "partner_event_id",

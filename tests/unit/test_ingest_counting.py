@@ -1,7 +1,8 @@
 """Ingest counts an event once, with its outcome: an admission that fails (Kafka or PostgreSQL
 away) counts nothing, so the partner's retry or the Kafka intake's retry counts it once and
 offered = accepted + duplicate + rejected holds per channel. No Kafka or PostgreSQL here:
-their failures are stand-ins."""
+their failures are stand-ins. And an id given twice in one group is a conflict worded for its
+way in."""
 
 from __future__ import annotations
 
@@ -266,3 +267,30 @@ async def test_a_dead_letter_that_cannot_be_sent_is_not_counted() -> None:
             await kafka._handle(DEBT, [record(b"not avro", 0, PARTNER_OF_RECORD)])
     assert deadlettered("undecodable") == letters
     assert counts("kafka") == before
+
+
+@pytest.mark.parametrize(
+    ("channel", "when"), [("batch", "earlier in this request"), ("kafka", "before")]
+)
+async def test_an_id_given_twice_in_one_group_is_a_conflict_worded_for_its_way_in(
+    monkeypatch: pytest.MonkeyPatch, channel: Any, when: str
+) -> None:
+    """A Kafka producer sent its records one at a time, whichever poll read them together."""
+    staged = intake(database_down(), KafkaDown())
+
+    async def stored(event_type: EventType, partner: Any, candidates: Any, outcomes: Any) -> Any:
+        return list(candidates.values())  # the receipts taken: all events are new
+
+    async def published(event_type: EventType, partner: Any, candidates: Any) -> None:
+        return None
+
+    monkeypatch.setattr(staged, "_record", stored)
+    monkeypatch.setattr(staged, "_publish", published)
+    first = event()
+    other = event(partner_event_id=first.partner_event_id, amount_eur=999)
+    accepted, conflict = await staged.admit(DEBT, PARTNER, [first, other], channel, "c9")
+    assert isinstance(accepted, Accepted) and not accepted.duplicate
+    assert isinstance(conflict, Refused) and conflict.reason == "conflict"
+    (problem,) = conflict.problems
+    assert problem.field == "partner_event_id"
+    assert problem.message.startswith(f"already used {when} for an event with other content")
