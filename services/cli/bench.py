@@ -32,6 +32,8 @@ SINGLE_CONCURRENCY = 24
 #: Events each way sends first, untimed: a fresh ingest's first use of a way (imports, pools,
 #: buffers) is no part of what an event costs.
 WARM_UP = 100
+#: How long one way may take to get its events accepted before the bench gives up.
+WAIT_S = 1800.0
 BATCH_SIZE = 1000
 PARTNER = PartnerAccount(
     "bench-zorgverzekeraar", "ZORG", "bench-key-zorgverzekeraar", ("debt-signal",), True
@@ -72,6 +74,11 @@ def _events(n: int, way: str) -> list[dict[str, Any]]:
         }
         for i in range(n)
     ]
+
+
+def _before(deadline: float, what: str) -> None:
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"waited {WAIT_S:.0f} s for {what}")
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -173,7 +180,9 @@ def run_bench(
             )
             response.raise_for_status()
             status_url = response.json()["status_url"]
+            deadline = time.monotonic() + WAIT_S
             while (report := client.get(status_url).json())["status"] in {"queued", "processing"}:
+                _before(deadline, f"the upload's {len(batch)} rows read")
                 time.sleep(0.2)
             assert report["rows"]["accepted"] == len(batch), report
 
@@ -203,7 +212,9 @@ def run_bench(
                     await producer.stop()
 
             asyncio.run(produce())
+            deadline = time.monotonic() + WAIT_S
             while _accepted(client, "kafka") - before < len(batch):
+                _before(deadline, f"{len(batch)} intake records accepted (dead-lettered?)")
                 time.sleep(0.2)
 
         senders = {"http": single, "batch": batches, "upload": upload, "kafka": intake}

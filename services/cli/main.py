@@ -250,7 +250,7 @@ def bench_ingest(
         return
     table = Table("way", "events", "seconds", "events/s", "x one at a time", "peak RSS +MiB")
     for f in figures:
-        table.add_row(*(str(v) for v in f.values()))
+        table.add_row(*("" if v is None else str(v) for v in f.values()))
     Console().print(table)
 
 

@@ -376,8 +376,9 @@ def _log_admitted(
 
 
 def _conflict(first_received: dt.datetime | None, channel: Channel | None = None) -> Refused:
-    # Intake records come one at a time to their producer, whichever poll read them together.
-    same_request = first_received is None and channel != "kafka"
+    # One request is the partner's unit; a file is read in chunks and intake records come one
+    # at a time from their producer, whichever chunk or poll holds both.
+    same_request = first_received is None and channel in (None, "http", "batch")
     when = "earlier in this request" if same_request else "before"
     return refused(
         "conflict",

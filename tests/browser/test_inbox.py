@@ -34,7 +34,7 @@ from tests.integration.test_privacy import accepted, alert_with, resident
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
-#: How long a page may take to show what a test waits for (Playwright waits 5 s by default).
+#: How long `expect` waits for a page to show something (5 s by default; actions wait 30 s).
 WAIT_MS = 30_000
 # The machine has no internet: without these chromium keeps trying to reach Google's services.
 CHROMIUM_ARGS = [
@@ -83,7 +83,6 @@ def new_page(browser: Browser, hub: Hub) -> Iterator[Callable[[], Page]]:
     def make() -> Page:
         context = browser.new_context(base_url=hub.stack.url("notifier"), locale="nl-NL")
         contexts.append(context)
-        context.set_default_timeout(WAIT_MS)
         return context.new_page()
 
     yield make

@@ -270,12 +270,14 @@ async def test_a_dead_letter_that_cannot_be_sent_is_not_counted() -> None:
 
 
 @pytest.mark.parametrize(
-    ("channel", "when"), [("batch", "earlier in this request"), ("kafka", "before")]
+    ("channel", "when"),
+    [("batch", "earlier in this request"), ("upload", "before"), ("kafka", "before")],
 )
 async def test_an_id_given_twice_in_one_group_is_a_conflict_worded_for_its_way_in(
     monkeypatch: pytest.MonkeyPatch, channel: Any, when: str
 ) -> None:
-    """A Kafka producer sent its records one at a time, whichever poll read them together."""
+    """A batch is one request; a file's rows and a producer's records are not, whichever
+    chunk or poll holds both."""
     staged = intake(database_down(), KafkaDown())
 
     async def stored(event_type: EventType, partner: Any, candidates: Any, outcomes: Any) -> Any:
