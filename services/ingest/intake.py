@@ -210,7 +210,7 @@ class Intake:
                 if first.digest == digest:
                     repeats.append((index, first))
                 else:
-                    outcomes[index] = _conflict(None, channel)
+                    outcomes[index] = _conflict(within_request=channel in ("http", "batch"))
                 continue
             record = build_record(
                 event, partner.partner_id, partner.partner_type, self._pseudonyms, received_at
@@ -296,7 +296,7 @@ class Intake:
                     candidate.digest,
                     legacy_content_digest(event_type, candidate.event),
                 ):
-                    outcomes[candidate.index] = _conflict(receipt.received_at)
+                    outcomes[candidate.index] = _conflict(within_request=False)
                 elif receipt.published_at is None:
                     to_publish.append(candidate)  # its first publication never completed
                 else:
@@ -375,11 +375,11 @@ def _log_admitted(
             )
 
 
-def _conflict(first_received: dt.datetime | None, channel: Channel | None = None) -> Refused:
-    # One request is the partner's unit; a file is read in chunks and intake records come one
-    # at a time from their producer, whichever chunk or poll holds both.
-    same_request = first_received is None and channel in (None, "http", "batch")
-    when = "earlier in this request" if same_request else "before"
+def _conflict(*, within_request: bool) -> Refused:
+    """`within_request`: the first use is in the same request. A file is read in chunks and
+    intake records come one at a time from their producer, whichever chunk or poll holds
+    both: for them the first use came before."""
+    when = "earlier in this request" if within_request else "before"
     return refused(
         "conflict",
         "partner_event_id",

@@ -190,7 +190,7 @@ def moved(
 
     with contextlib.suppress(AssertionError):
         wait_for(
-            lambda: all(delta()[k] >= n for k, n in expected.items()),
+            lambda: all(moved >= expected.get(k, 0) for k, moved in delta().items()),
             f"the intake's counters for {reason} to move",
         )
     return delta()

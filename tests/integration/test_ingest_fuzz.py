@@ -278,15 +278,10 @@ def accepted_counts(
     }
 
 
-def new_partner(event_type: str, partner_type: str, *extra: str) -> Callable[[Hub], Partner]:
-    def register(hub: Hub) -> Partner:
-        partner_id = f"fuzz-{partner_type.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}"
-        key = add_partner(
-            hub, partner_id, "--type", partner_type, "--event-type", event_type, *extra
-        )
-        return Partner(partner_id, partner_type, event_type, key)
-
-    return register
+def new_partner(hub: Hub, event_type: str, partner_type: str, *extra: str) -> Partner:
+    partner_id = f"fuzz-{partner_type.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    key = add_partner(hub, partner_id, "--type", partner_type, "--event-type", event_type, *extra)
+    return Partner(partner_id, partner_type, event_type, key)
 
 
 @pytest.fixture(scope="module")
@@ -301,10 +296,10 @@ def fuzz(hub: Hub) -> Setup:
         (NO_BSN, "debt-signal", "HUUR", ()),
     ]
     partners = {
-        name: new_partner(event_type, partner_type, *extra)(hub)
+        name: new_partner(hub, event_type, partner_type, *extra)
         for name, event_type, partner_type, extra in accounts
     }
-    uploaders = {t: new_partner(t, p)(hub) for t, p in UPLOADER_TYPES.items()}
+    uploaders = {t: new_partner(hub, t, p) for t, p in UPLOADER_TYPES.items()}
     return Setup(partners, uploaders, accepted_counts(hub, partners, uploaders))
 
 

@@ -112,13 +112,15 @@ def test_the_lag_gauge_shows_what_a_group_has_left_per_partition(
 
 async def test_a_round_that_cannot_read_kafka_is_counted_and_the_watch_goes_on() -> None:
     unreachable = own_settings("127.0.0.1:1").model_copy(update={"lag_interval_s": 0.01})
-    before = metrics.REGISTRY.get_sample_value("hub_kafka_consumer_lag_read_failures_total") or 0.0
+
+    def failures() -> float:
+        return metrics.REGISTRY.get_sample_value("hub_kafka_consumer_lag_read_failures_total") or 0
+
+    before = failures()
     watch = asyncio.create_task(watch_lag(unreachable))
     try:
         async with asyncio.timeout(120):
-            while (
-                metrics.REGISTRY.get_sample_value("hub_kafka_consumer_lag_read_failures_total") or 0
-            ) < (before + 2):
+            while failures() < before + 2:
                 assert not watch.done(), watch
                 await asyncio.sleep(0.05)  # polls the counter: the condition is the sync
     finally:

@@ -97,6 +97,12 @@ def test_status_shows_the_lag_of_a_stopped_matcher_and_none_once_it_caught_up(
     assert status(hub)["problems"] == {}
 
 
+def failed_webhooks(found: dict[str, Any]) -> int:
+    """Webhook notices failed in the last 24 hours; no row before the first webhook notice."""
+    failed: int = found["deliveries"].get("webhook", {}).get("failed_24h", 0)
+    return failed
+
+
 def test_status_counts_overdue_alerts_and_failed_deliveries(own_hub: Hub, tmp_path: Path) -> None:
     hub = own_hub
     secret = secrets.token_urlsafe(32)
@@ -104,14 +110,14 @@ def test_status_counts_overdue_alerts_and_failed_deliveries(own_hub: Hub, tmp_pa
     with WebhookReceiver(secret.encode(), always_fail=True, fail_status=404) as gone:
         team = webhook_team("wijk-status", "WK015398", gone)
         apply_teams(hub, tmp_path, [team], HOOK_SECRET=secret)
-        before = status(hub)["deliveries"].get("webhook", {}).get("failed_24h", 0)
+        before = failed_webhooks(status(hub))
         # Signals of October 2025: the four weeks to the first contact have long passed.
         twente_match(hub, "WK015398")
 
         def counted() -> dict[str, Any] | None:
             found = status(hub)
             enschede = found["alerts"]["GM0153"]
-            failed = found["deliveries"].get("webhook", {}).get("failed_24h", 0)
+            failed = failed_webhooks(found)
             every_open_overdue = enschede["overdue"] == enschede["open"] > 0
             return found if every_open_overdue and failed > before else None
 
